@@ -1,0 +1,47 @@
+# Entry points of ARCHITECTURE.md. Every target installs what it needs first, so each works on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.8
+STATE      := .state
+TOOLS      := $(STATE)/tools
+UV         := $(TOOLS)/bin/uv
+VENV       := .venv
+PY         := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help venv up down status demo test bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(UV):
+	python3 -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+venv: $(VENV)/.synced ## create .venv from the lock file
+
+up: venv ## start Kafka and PostgreSQL, apply migrations, load the users (idempotent)
+	$(PY) -m services up
+
+down: ## stop the local Kafka and PostgreSQL
+	@if [ -x $(PY) ]; then $(PY) -m services down; fi
+
+status: venv ## show what runs and where
+	$(PY) -m services status
+
+demo: up ## simulate traffic, run the pipeline, print what it computed
+	$(PY) -m services.demo
+
+test: up ## run the whole test suite against real Kafka, Spark and PostgreSQL
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: up ## measure the streaming job; figures go to bench/results/
+	$(PY) -m bench.streaming
+
+clean: down ## stop services and delete local state (data, downloads, checkpoints)
+	rm -rf $(STATE)

@@ -1,0 +1,1 @@
+"""Code shared by the simulator, the Spark jobs and the local services."""

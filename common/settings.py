@@ -1,0 +1,43 @@
+"""Endpoints and locations, read from the environment with the defaults `make up` starts.
+
+Every entry point takes these as flag defaults, so the same code runs on a laptop
+(defaults) and on GCP (variables set from the Terraform outputs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+DEFAULT_KAFKA_BOOTSTRAP_SERVERS = "localhost:9092"
+DEFAULT_KAFKA_TOPIC = "devices"
+DEFAULT_PG_DSN = "postgresql://platform:platform@127.0.0.1:5432/platform"
+
+
+def state_dir() -> Path:
+    """Where local services keep their data, downloads and logs (git-ignored)."""
+    return Path(os.environ.get("PLATFORM_STATE_DIR", REPO_ROOT / ".state"))
+
+
+def kafka_bootstrap_servers() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", DEFAULT_KAFKA_BOOTSTRAP_SERVERS)
+
+
+def kafka_topic() -> str:
+    return os.environ.get("KAFKA_TOPIC", DEFAULT_KAFKA_TOPIC)
+
+
+def pg_dsn() -> str:
+    return os.environ.get("PG_DSN", DEFAULT_PG_DSN)
+
+
+def storage_root() -> str:
+    """A local folder or a `gs://bucket/prefix` URI; raw Parquet, quarantine and checkpoints live under it."""
+    return os.environ.get("STORAGE_ROOT", str(state_dir() / "storage"))
+
+
+def spark_jars_dir() -> Path:
+    """The Kafka connector jars fetched by `make up` (Maven), given to local Spark."""
+    return Path(os.environ.get("SPARK_JARS_DIR", state_dir() / "jars" / "spark"))

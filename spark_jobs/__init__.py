@@ -1,0 +1,1 @@
+"""The Spark jobs of the speed and batch layers and the pure transformations they share."""

@@ -1,0 +1,46 @@
+"""Byte totals per key and tumbling event-time window, shared by the speed layer (5-minute
+windows) and the batch layer (one-hour windows).
+
+Windows come from Spark's `window()`, which aligns them on the epoch, so with the session time
+zone at UTC every window starts on a UTC boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One serving table: the event column it groups by and the column its sum goes to."""
+
+    key: str
+    sum_column: str
+
+
+BY_ANTENNA = Aggregate(key="antenna_id", sum_column="sum_antenna_bytes")
+BY_USER = Aggregate(key="id", sum_column="sum_user_bytes")
+BY_APP = Aggregate(key="app", sum_column="sum_app_bytes")
+
+
+def bytes_per_window(events: DataFrame, key: str, window_duration: str, sum_column: str) -> DataFrame:
+    """events(key, event_time, bytes) -> (key, date = window start, sum_column)."""
+    return (
+        events.groupBy(F.col(key), F.window("event_time", window_duration).start.alias("date"))
+        .agg(F.sum("bytes").cast("bigint").alias(sum_column))
+    )
+
+
+def known_users_only(events: DataFrame, users: DataFrame) -> DataFrame:
+    """Events of devices listed in user_metadata, with the user's email and quota.
+
+    Unknown devices still count toward antennas and apps, just not toward any user.
+    """
+    return events.join(F.broadcast(users.select("id", "email", "quota")), on="id", how="inner")
+
+
+def aggregate(events: DataFrame, table: Aggregate, window_duration: str) -> DataFrame:
+    return bytes_per_window(events, table.key, window_duration, table.sum_column)

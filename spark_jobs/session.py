@@ -1,0 +1,40 @@
+"""The Spark session every job starts from: UTC everywhere, and the Kafka connector jars that
+`make up` fetched, unless the cluster already provides them (Dataproc passes them with the job)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from common import settings
+
+
+def local_connector_jars(jars_dir: Path | None = None) -> list[str]:
+    folder = jars_dir or settings.spark_jars_dir()
+    return sorted(str(jar) for jar in folder.glob("*.jar")) if folder.is_dir() else []
+
+
+def build_session(app_name: str, master: str | None = None, extra_conf: dict[str, str] | None = None) -> SparkSession:
+    """A session for one job. `master` stays unset under spark-submit, which decides it."""
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    conf = {
+        # Windows, hour partitions and every timestamp are UTC, whatever the machine's zone.
+        "spark.sql.session.timeZone": "UTC",
+        # Rewriting one micro-batch's or one hour's partitions must leave the others alone.
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        # Micro-batches are small; the default of 200 shuffle partitions only adds tasks.
+        "spark.sql.shuffle.partitions": "4",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    jars = local_connector_jars()
+    if jars:
+        conf["spark.jars"] = ",".join(jars)
+    conf.update(extra_conf or {})
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark

@@ -1,0 +1,40 @@
+"""Where the streaming job keeps its files under STORAGE_ROOT (a local folder or gs://...).
+
+    raw/event_hour=YYYY-MM-DD-HH/batch_id=N/part-*.parquet   valid events of micro-batch N
+    quarantine/batch_id=N/part-*.parquet                       rejected records of micro-batch N
+    checkpoints/streaming/                                     Spark's offsets and commits
+
+A micro-batch rewrites exactly its own `batch_id=N` folders, so replaying it after a crash
+replaces its files instead of adding to them; Spark's commit log under the checkpoint says which
+batches are final, and readers of raw/ keep to those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+RAW_PARTITION_COLUMNS = ("event_hour", "batch_id")
+EVENT_HOUR_FORMAT = "%Y-%m-%d-%H"
+
+
+@dataclass(frozen=True)
+class StorageLayout:
+    root: str
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    @property
+    def raw(self) -> str:
+        return self._path("raw")
+
+    @property
+    def quarantine(self) -> str:
+        return self._path("quarantine")
+
+    @property
+    def streaming_checkpoint(self) -> str:
+        return self._path("checkpoints", "streaming")
+
+    def raw_hour(self, event_hour: str) -> str:
+        return self._path("raw", f"event_hour={event_hour}")

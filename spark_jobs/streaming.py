@@ -1,0 +1,247 @@
+"""Speed layer: Kafka topic `devices` -> raw Parquet, quarantine and 5-minute aggregates in PostgreSQL.
+
+One streaming query reads Kafka once; each micro-batch (`foreachBatch`) classifies its records,
+writes the valid ones to raw Parquet and the rejected ones to quarantine (both idempotently, in
+folders of their own batch id), and adds its window totals to PostgreSQL in one transaction that
+also records the batch id. Killed at any moment and restarted, it replays the unfinished batch
+and every total stays exact.
+
+    python -m spark_jobs.streaming                   # runs until stopped
+    python -m spark_jobs.streaming --available-now   # drains the topic, then exits
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+
+from pyspark.errors import StreamingQueryException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from common import settings
+from spark_jobs import postgres
+from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, Aggregate, aggregate, known_users_only
+from spark_jobs.events import EVENT_COLUMNS, classify_records, quarantine_records, valid_events
+from spark_jobs.session import build_session
+from spark_jobs.storage import StorageLayout
+
+log = logging.getLogger("spark_jobs.streaming")
+
+SPEED_TABLES = {
+    BY_ANTENNA: postgres.SpeedTable("bytes_agg_antenna", BY_ANTENNA.key, BY_ANTENNA.sum_column),
+    BY_USER: postgres.SpeedTable("bytes_agg_user", BY_USER.key, BY_USER.sum_column),
+    BY_APP: postgres.SpeedTable("bytes_agg_app", BY_APP.key, BY_APP.sum_column),
+}
+REQUIRED_TABLES = ("user_metadata", "speed_layer_progress", *(t.name for t in SPEED_TABLES.values()))
+WINDOW_PATTERN = re.compile(r"^\d+ (second|minute|hour)s?$")
+RAW_COLUMNS = (*EVENT_COLUMNS, "kafka_partition", "kafka_offset")
+
+
+def _window(text: str) -> str:
+    if not WINDOW_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a window length like '5 minutes'")
+    return text
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m spark_jobs.streaming",
+        description="Speed layer: Kafka -> raw Parquet, quarantine and 5-minute aggregates in PostgreSQL.",
+    )
+    parser.add_argument("--bootstrap-servers", default=settings.kafka_bootstrap_servers(), help="Kafka servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--topic", default=settings.kafka_topic(), help="Kafka topic (env KAFKA_TOPIC)")
+    parser.add_argument("--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)")
+    parser.add_argument("--storage-root", default=settings.storage_root(), help="local folder or gs:// URI (env STORAGE_ROOT)")
+    parser.add_argument("--checkpoint", help="checkpoint location (default: STORAGE_ROOT/checkpoints/streaming)")
+    parser.add_argument("--window", type=_window, default="5 minutes", help="tumbling window length (default: '5 minutes')")
+    parser.add_argument("--trigger-seconds", type=_positive_float, default=2.0, help="micro-batch interval (default: 2)")
+    parser.add_argument("--max-offsets-per-trigger", type=_positive_int, default=500_000, help="cap on records per micro-batch")
+    parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default="earliest", help="where a new checkpoint starts reading")
+    parser.add_argument("--available-now", action="store_true", help="process what the topic holds now, then exit")
+    parser.add_argument("--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)")
+    return parser.parse_args(argv)
+
+
+class SpeedLayerBatch:
+    """The body of every micro-batch. Each step is idempotent for a given batch id."""
+
+    def __init__(self, spark: SparkSession, layout: StorageLayout, pg_dsn: str, window: str):
+        self.spark = spark
+        self.layout = layout
+        self.pg_dsn = pg_dsn
+        self.window = window
+        self._query_id: str | None = None
+        self._query_started = threading.Event()
+
+    def set_query_id(self, query_id: str) -> None:
+        """The query id survives restarts from the same checkpoint: it names the progress row."""
+        self._query_id = query_id
+        self._query_started.set()
+
+    def __call__(self, records: DataFrame, batch_id: int) -> None:
+        self._query_started.wait()
+        started = time.monotonic()
+        classified = classify_records(records).persist()
+        try:
+            valid_count, quarantined_count = self._count(classified)
+            events = valid_events(classified)
+            if valid_count:
+                self._write_raw(events, batch_id)
+            if quarantined_count:
+                self._write_quarantine(quarantine_records(classified), batch_id)
+            increments = self._window_increments(events) if valid_count else {}
+            applied = postgres.with_retries(
+                lambda: postgres.apply_speed_batch(
+                    self.pg_dsn, self._query_id, batch_id, increments, valid_count, quarantined_count
+                )
+            )
+        finally:
+            classified.unpersist()
+        log.info(
+            "batch %d: %d events, %d quarantined, %s in %.1f s",
+            batch_id, valid_count, quarantined_count,
+            "applied" if applied else "already applied before a restart", time.monotonic() - started,
+        )
+
+    @staticmethod
+    def _count(classified: DataFrame) -> tuple[int, int]:
+        counts = {row["valid"]: row["count"] for row in classified.groupBy(F.col("reason").isNull().alias("valid")).count().collect()}
+        return counts.get(True, 0), counts.get(False, 0)
+
+    def _write_raw(self, events: DataFrame, batch_id: int) -> None:
+        # One writer task, so each micro-batch leaves one file per event hour for the batch layer.
+        (
+            events.select(*RAW_COLUMNS, "event_hour")
+            .withColumn("batch_id", F.lit(batch_id))
+            .coalesce(1)
+            .write.mode("overwrite")
+            .option("partitionOverwriteMode", "dynamic")
+            .partitionBy("event_hour", "batch_id")
+            .parquet(self.layout.raw)
+        )
+
+    def _write_quarantine(self, rejected: DataFrame, batch_id: int) -> None:
+        (
+            rejected.withColumn("batch_id", F.lit(batch_id))
+            .coalesce(1)
+            .write.mode("overwrite")
+            .option("partitionOverwriteMode", "dynamic")
+            .partitionBy("batch_id")
+            .parquet(self.layout.quarantine)
+        )
+
+    def _users(self) -> DataFrame:
+        # Read each batch: a user added to user_metadata counts from the next micro-batch on.
+        rows = postgres.with_retries(lambda: postgres.fetch_users(self.pg_dsn))
+        return self.spark.createDataFrame(rows, "id string, email string, quota bigint")
+
+    def _window_increments(self, events: DataFrame) -> dict[postgres.SpeedTable, list[tuple[str, int, int]]]:
+        """All three tables' window totals of this batch, collected in a single Spark job."""
+        sources: dict[Aggregate, DataFrame] = {
+            BY_ANTENNA: events,
+            BY_USER: known_users_only(events, self._users()),
+            BY_APP: events,
+        }
+        tagged = [
+            aggregate(source, table, self.window).select(
+                F.lit(SPEED_TABLES[table].name).alias("table"),
+                F.col(table.key).alias("key"),
+                F.unix_seconds("date").alias("window_start"),
+                F.col(table.sum_column).alias("total"),
+            )
+            for table, source in sources.items()
+        ]
+        union = tagged[0].unionByName(tagged[1]).unionByName(tagged[2])
+        increments: dict[postgres.SpeedTable, list[tuple[str, int, int]]] = {t: [] for t in SPEED_TABLES.values()}
+        by_name = {t.name: t for t in SPEED_TABLES.values()}
+        for row in union.collect():
+            increments[by_name[row["table"]]].append((row["key"], row["window_start"], row["total"]))
+        return increments
+
+
+def check_kafka(bootstrap_servers: str, topic: str) -> None:
+    """Fail with the fix instead of letting Spark retry an unreachable broker forever."""
+    from kafka import KafkaConsumer
+    from kafka.errors import NoBrokersAvailable
+
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), request_timeout_ms=10_000)
+    except NoBrokersAvailable as error:
+        raise SystemExit(f"error: no Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers}; start one with `make up`") from error
+    try:
+        if topic not in consumer.topics():
+            raise SystemExit(f"error: Kafka topic {topic!r} does not exist at {bootstrap_servers}; `make up` creates it")
+    finally:
+        consumer.close()
+
+
+def start_query(spark: SparkSession, args: argparse.Namespace, batch: SpeedLayerBatch, checkpoint: str):
+    records = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", args.bootstrap_servers)
+        .option("subscribe", args.topic)
+        .option("startingOffsets", args.starting_offsets)
+        .option("maxOffsetsPerTrigger", args.max_offsets_per_trigger)
+        .load()
+        .select("value", "topic", "partition", "offset")
+    )
+    writer = records.writeStream.queryName("speed_layer").option("checkpointLocation", checkpoint).foreachBatch(batch)
+    writer = writer.trigger(availableNow=True) if args.available_now else writer.trigger(processingTime=f"{args.trigger_seconds} seconds")
+    return writer.start()
+
+
+def stop_on_sigterm(query) -> None:
+    """A SIGTERM (systemd, Dataproc, `kill`) stops the query between two batches instead of mid-write."""
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=query.stop, daemon=True).start())
+
+
+def run(args: argparse.Namespace) -> None:
+    check_kafka(args.bootstrap_servers, args.topic)
+    postgres.require_tables(args.pg_dsn, REQUIRED_TABLES)
+    layout = StorageLayout(args.storage_root)
+    checkpoint = args.checkpoint or layout.streaming_checkpoint
+    spark = build_session("speed-layer", args.master)
+    batch = SpeedLayerBatch(spark, layout, args.pg_dsn, args.window)
+    query = start_query(spark, args, batch, checkpoint)
+    batch.set_query_id(str(query.id))
+    stop_on_sigterm(query)
+    log.info("speed layer running: topic %s -> %s, checkpoint %s", args.topic, layout.raw, checkpoint)
+    try:
+        query.awaitTermination()
+    except KeyboardInterrupt:
+        query.stop()
+    except StreamingQueryException as error:
+        raise SystemExit(f"error: the streaming query failed: {str(error).strip().splitlines()[0]}") from error
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        run(args)
+    except postgres.DatabaseUnavailable as error:
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Window totals shared by the speed (5-minute) and batch (1-hour) layers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pyspark.testing import assertDataFrameEqual
+
+from spark_jobs.aggregations import BY_ANTENNA, BY_USER, aggregate, known_users_only
+
+EVENT_SCHEMA = "bytes long, id string, antenna_id string, app string, event_time timestamp"
+
+
+def ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def test_five_minute_windows_start_on_boundaries_and_sum_per_key(spark):
+    events = spark.createDataFrame(
+        [
+            (100, "u1", "a1", "SKYPE", ts("2026-11-28 03:00:00")),
+            (200, "u1", "a1", "SKYPE", ts("2026-11-28 03:04:59")),
+            (300, "u1", "a1", "SKYPE", ts("2026-11-28 03:05:00")),
+            (400, "u2", "a2", "SKYPE", ts("2026-11-28 03:01:00")),
+        ],
+        EVENT_SCHEMA,
+    )
+
+    totals = aggregate(events, BY_ANTENNA, "5 minutes")
+
+    expected = spark.createDataFrame(
+        [("a1", ts("2026-11-28 03:00:00"), 300), ("a1", ts("2026-11-28 03:05:00"), 300), ("a2", ts("2026-11-28 03:00:00"), 400)],
+        "antenna_id string, date timestamp, sum_antenna_bytes long",
+    )
+    assertDataFrameEqual(totals, expected)
+
+
+def test_hour_boundary_belongs_to_the_next_hour(spark):
+    events = spark.createDataFrame(
+        [(1, "u1", "a1", "SKYPE", ts("2026-11-28 03:59:59")), (2, "u1", "a1", "SKYPE", ts("2026-11-28 04:00:00"))],
+        EVENT_SCHEMA,
+    )
+
+    totals = aggregate(events, BY_ANTENNA, "1 hour")
+
+    expected = spark.createDataFrame(
+        [("a1", ts("2026-11-28 03:00:00"), 1), ("a1", ts("2026-11-28 04:00:00"), 2)],
+        "antenna_id string, date timestamp, sum_antenna_bytes long",
+    )
+    assertDataFrameEqual(totals, expected)
+
+
+def test_sums_beyond_32_bits_stay_exact(spark):
+    big = 2**31 + 5
+    events = spark.createDataFrame(
+        [(big, "u1", "a1", "SKYPE", ts("2026-11-28 03:00:00")), (big, "u1", "a1", "SKYPE", ts("2026-11-28 03:00:01"))],
+        EVENT_SCHEMA,
+    )
+
+    (row,) = aggregate(events, BY_ANTENNA, "5 minutes").collect()
+
+    assert row["sum_antenna_bytes"] == 2 * big
+
+
+def test_unknown_devices_do_not_count_toward_users(spark):
+    events = spark.createDataFrame(
+        [(10, "u1", "a1", "SKYPE", ts("2026-11-28 03:00:00")), (20, "ghost", "a1", "SKYPE", ts("2026-11-28 03:00:00"))],
+        EVENT_SCHEMA,
+    )
+    users = spark.createDataFrame([("u1", "u1@gmail.com", 5000)], "id string, email string, quota long")
+
+    totals = aggregate(known_users_only(events, users), BY_USER, "5 minutes")
+
+    expected = spark.createDataFrame([("u1", ts("2026-11-28 03:00:00"), 10)], "id string, date timestamp, sum_user_bytes long")
+    assertDataFrameEqual(totals, expected)
