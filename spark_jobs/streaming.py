@@ -182,11 +182,11 @@ class SpeedLayerBatch:
 def check_kafka(bootstrap_servers: str, topic: str) -> None:
     """Fail with the fix instead of letting Spark retry an unreachable broker forever."""
     from kafka import KafkaConsumer
-    from kafka.errors import NoBrokersAvailable
+    from kafka.errors import KafkaError
 
     try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), request_timeout_ms=10_000)
-    except NoBrokersAvailable as error:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), bootstrap_timeout_ms=10_000)
+    except KafkaError as error:
         raise SystemExit(f"error: no Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers}; start one with `make up`") from error
     try:
         if topic not in consumer.topics():

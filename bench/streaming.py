@@ -1,0 +1,277 @@
+"""Benchmark of the speed layer, every sink on (raw Parquet, quarantine, PostgreSQL upserts).
+
+1. Throughput: N simulated events are loaded into a fresh topic, then the streaming job drains
+   them with `availableNow` from a new checkpoint into a fresh database, several times; the
+   figure is events per second of drain time (Spark start-up reported apart), median of runs.
+2. Latency: the job runs continuously while a producer sends a steady 10,000 events/s. Events
+   are sent in 100 ms groups, each group on an antenna id of its own, and a poller records when
+   each group's total becomes complete in PostgreSQL: that minus the send time of the group's
+   last event is one event-to-PostgreSQL latency sample.
+
+    python -m bench.streaming [--events 500000] [--runs 3] [--latency-seconds 60]
+
+Figures go to bench/results/streaming.json. Needs `make up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg2
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from psycopg2 import sql
+
+from common import settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results" / "streaming.json"
+PARTITIONS = 4
+GROUP_SECONDS = 0.1
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.streaming", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=500_000, help="events drained per throughput run")
+    parser.add_argument("--runs", type=int, default=3, help="throughput runs (the median is reported)")
+    parser.add_argument("--latency-rate", type=int, default=10_000, help="events per second in the latency test")
+    parser.add_argument("--latency-seconds", type=int, default=60, help="length of the latency test")
+    parser.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval in the latency test")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser.parse_args(argv)
+
+
+def create_topic(name: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers())
+    admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])
+    admin.close()
+
+
+def delete_topic(name: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers())
+    admin.delete_topics([name])
+    admin.close()
+
+
+class ScratchDatabase:
+    """A migrated database of its own, dropped afterwards."""
+
+    def __init__(self) -> None:
+        self.name = f"bench_{uuid.uuid4().hex[:10]}"
+        params = psycopg2.extensions.parse_dsn(settings.pg_dsn())
+        params["dbname"] = self.name
+        self.dsn = psycopg2.extensions.make_dsn(**params)
+
+    def _admin(self, statement: str) -> None:
+        conn = psycopg2.connect(settings.pg_dsn())
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL(statement).format(sql.Identifier(self.name)))
+        conn.close()
+
+    def __enter__(self) -> str:
+        self._admin("CREATE DATABASE {}")
+        subprocess.run([sys.executable, "-m", "services", "migrate", "--dsn", self.dsn], cwd=REPO_ROOT, check=True, capture_output=True)
+        return self.dsn
+
+    def __exit__(self, *exc) -> None:
+        self._admin("DROP DATABASE {} WITH (FORCE)")
+
+
+def load_events(topic: str, count: int) -> dict:
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "simulator", "--topic", topic, "--events", str(count), "--rate", "0", "--seed", "1",
+         "--start", "2026-11-27T00:00:00Z", "--tick-seconds", "1", "--no-progress"],
+        cwd=REPO_ROOT, check=True,
+    )
+    elapsed = time.monotonic() - started
+    return {"events": count, "seconds": round(elapsed, 2), "events_per_second": round(count / elapsed)}
+
+
+def streaming_args(topic: str, dsn: str, storage: str, *extra: str):
+    from spark_jobs.streaming import parse_args as streaming_parse_args
+
+    return streaming_parse_args(["--topic", topic, "--pg-dsn", dsn, "--storage-root", storage, *extra])
+
+
+def drain_once(spark, topic: str, expected_events: int) -> dict:
+    from spark_jobs.storage import StorageLayout
+    from spark_jobs.streaming import SpeedLayerBatch, start_query
+
+    with ScratchDatabase() as dsn, tempfile.TemporaryDirectory(prefix="bench-storage-") as storage:
+        args = streaming_args(topic, dsn, storage, "--available-now")
+        batch = SpeedLayerBatch(spark, StorageLayout(storage), dsn, args.window)
+        started = time.monotonic()
+        query = start_query(spark, args, batch, StorageLayout(storage).streaming_checkpoint)
+        batch.set_query_id(str(query.id))
+        query.awaitTermination()
+        elapsed = time.monotonic() - started
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT sum(valid_events), sum(last_batch_id + 1) FROM speed_layer_progress")
+            events, batches = cur.fetchone()
+        conn.close()
+    if events != expected_events:
+        raise SystemExit(f"error: drained {events} events, expected {expected_events}")
+    return {"seconds": round(elapsed, 2), "events_per_second": round(events / elapsed), "micro_batches": int(batches)}
+
+
+def throughput(args: argparse.Namespace) -> dict:
+    from spark_jobs.session import build_session
+
+    topic = f"bench-throughput-{uuid.uuid4().hex[:8]}"
+    create_topic(topic)
+    try:
+        load = load_events(topic, args.events)
+        started = time.monotonic()
+        spark = build_session("bench-speed-layer", "local[*]", {"spark.ui.enabled": "false"})
+        startup = time.monotonic() - started
+        runs = [drain_once(spark, topic, args.events) for _ in range(args.runs)]
+        spark.stop()
+    finally:
+        delete_topic(topic)
+    rates = [r["events_per_second"] for r in runs]
+    return {
+        "events_per_run": args.events,
+        "producer_load": load,
+        "spark_startup_seconds": round(startup, 2),
+        "runs": runs,
+        "median_events_per_second": round(statistics.median(rates)),
+        "goal_events_per_second": 25_000,
+    }
+
+
+class SteadyProducer(threading.Thread):
+    """Sends `rate` events/s in 100 ms groups; group g goes to antenna `lat-g`."""
+
+    def __init__(self, topic: str, rate: int, seconds: int, prefix: str):
+        super().__init__(daemon=True)
+        self.topic, self.rate, self.seconds, self.prefix = topic, rate, seconds, prefix
+        self.groups: dict[str, dict] = {}
+
+    def run(self) -> None:
+        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers(), acks="all", linger_ms=5)
+        per_group = int(self.rate * GROUP_SECONDS)
+        start = time.monotonic()
+        for group in range(int(self.seconds / GROUP_SECONDS)):
+            due = start + group * GROUP_SECONDS
+            time.sleep(max(0.0, due - time.monotonic()))
+            antenna = f"{self.prefix}{group}"
+            now = int(time.time())
+            for i in range(per_group):
+                value = b'{"bytes":%d,"timestamp":%d,"app":"SKYPE","id":"00000000-0000-0000-0000-0000000000%02d","antenna_id":"%s"}' % (
+                    i, now, i % 20 + 1, antenna.encode()
+                )
+                producer.send(self.topic, value)
+            producer.flush()
+            self.groups[antenna] = {"sent_at": time.time(), "bytes": per_group * (per_group - 1) // 2}
+        producer.close()
+
+
+def poll_visibility(dsn: str, producer: SteadyProducer, deadline: float) -> list[float]:
+    latencies: dict[str, float] = {}
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    while time.monotonic() < deadline:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT antenna_id, sum(sum_antenna_bytes) FROM bytes_agg_antenna WHERE antenna_id LIKE %s GROUP BY 1",
+                (producer.prefix + "%",),
+            )
+            seen_at = time.time()
+            for antenna, total in cur.fetchall():
+                group = producer.groups.get(antenna)
+                if group and antenna not in latencies and total == group["bytes"]:
+                    latencies[antenna] = seen_at - group["sent_at"]
+        if not producer.is_alive() and len(latencies) == len(producer.groups):
+            break
+        time.sleep(0.05)
+    conn.close()
+    if len(latencies) < len(producer.groups):
+        raise SystemExit(f"error: only {len(latencies)} of {len(producer.groups)} groups became visible in PostgreSQL")
+    return list(latencies.values())
+
+
+def latency(args: argparse.Namespace) -> dict:
+    topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
+    create_topic(topic)
+    try:
+        with ScratchDatabase() as dsn, tempfile.TemporaryDirectory(prefix="bench-storage-") as storage:
+            send_warm_up_event(topic)
+            job = subprocess.Popen(
+                [sys.executable, "-m", "spark_jobs.streaming", "--topic", topic, "--pg-dsn", dsn, "--storage-root", storage,
+                 "--trigger-seconds", str(args.trigger_seconds), "--starting-offsets", "earliest"],
+                cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_until_running(dsn)
+                producer = SteadyProducer(topic, args.latency_rate, args.latency_seconds, prefix=f"lat-{uuid.uuid4().hex[:4]}-")
+                producer.start()
+                samples = poll_visibility(dsn, producer, time.monotonic() + args.latency_seconds + 120)
+            finally:
+                job.terminate()
+                job.wait(timeout=60)
+    finally:
+        delete_topic(topic)
+    samples.sort()
+    return {
+        "rate_events_per_second": args.latency_rate,
+        "seconds": args.latency_seconds,
+        "trigger_seconds": args.trigger_seconds,
+        "samples": len(samples),
+        "p50_seconds": round(statistics.median(samples), 3),
+        "p95_seconds": round(samples[int(0.95 * (len(samples) - 1))], 3),
+        "max_seconds": round(samples[-1], 3),
+        "goal_p95_seconds": 5,
+    }
+
+
+def send_warm_up_event(topic: str) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers(), acks="all")
+    producer.send(topic, b'{"bytes":0,"timestamp":%d,"app":"SKYPE","id":"warm-up","antenna_id":"warm-up"}' % int(time.time()))
+    producer.flush()
+    producer.close()
+
+
+def wait_until_running(dsn: str, timeout: float = 120) -> None:
+    """The job is up once it applied the warm-up event's micro-batch: Spark start-up is not latency."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM speed_layer_progress")
+            started = cur.fetchone()[0] > 0
+        conn.close()
+        if started:
+            return
+        time.sleep(0.5)
+    raise SystemExit("error: the streaming job did not start within 120 s")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    results = {
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "throughput": throughput(args),
+        "latency": latency(args),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

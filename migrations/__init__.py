@@ -1,0 +1,1 @@
+"""Alembic migrations of the serving database; the SQL itself lives in `sql/migrations/*.sql`."""

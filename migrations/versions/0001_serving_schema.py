@@ -1,0 +1,5 @@
+"""The serving schema: the tables of SPEC.md sections 2, 5 and 7."""
+
+from migrations.sql_revision import sql_revision
+
+revision, down_revision, upgrade, downgrade = sql_revision("V001__serving_schema.sql")

@@ -1,0 +1,32 @@
+"""The one kind of failure the command line reports: a short sentence saying what is wrong and what to do.
+
+`python -m services` prints a `ServiceError` as one line on stderr and exits non-zero, without a
+traceback, because the reader is someone running `make up`, not someone debugging this package.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+
+class ServiceError(Exception):
+    """A problem the user can fix; the message names it and the fix, on one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+
+def require_command(name: str, how_to_install: str) -> str:
+    """The full path of an executable on PATH, or a ServiceError telling how to get it."""
+    path = shutil.which(name)
+    if path is None:
+        raise ServiceError(f"`{name}` is not on PATH; {how_to_install}")
+    return path
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of a (possibly multi-line) error text, to quote in a one-line message."""
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""

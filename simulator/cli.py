@@ -1,0 +1,308 @@
+"""`python -m simulator`: simulated device usage into the Kafka topic, optionally with a summary of the exact totals.
+
+Exit status: 0 when every record was acknowledged (also after Ctrl-C or SIGTERM, which stop
+cleanly), 1 when Kafka did not acknowledge every record, 2 for bad flags or an unreachable broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from tqdm import tqdm
+
+from common.settings import kafka_bootstrap_servers, kafka_topic
+from simulator.generator import KNOWN_USER_COUNT, SimulatorConfig, generate_records, iso_utc
+from simulator.producer import (
+    DEFAULT_CONNECT_TIMEOUT_SECONDS,
+    BrokerUnavailableError,
+    DeliveryError,
+    ProducerSettings,
+    StopFlag,
+    choose_pacer,
+    create_producer,
+    send,
+)
+from simulator.summary import DEFAULT_WINDOW_SECONDS, TrafficSummary
+
+PROG = "python -m simulator"
+EXIT_DELIVERY_FAILED = 1
+EXIT_BROKER_UNAVAILABLE = 2
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be zero or more, got {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text!r}")
+    return value
+
+
+def parse_start(text: str) -> int:
+    """Epoch seconds of an ISO-8601 time such as 2026-11-28T03:00:00Z; without an offset it is UTC (SPEC section 4)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time like 2026-11-28T03:00:00Z: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    if moment.microsecond:
+        raise argparse.ArgumentTypeError(f"event times are whole seconds, got {text!r}")
+    return int(moment.timestamp())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Send simulated mobile-network usage to Kafka: every tick, each device reports once "
+            "(JSON: bytes, timestamp, app, id, antenna_id) from a random antenna."
+        ),
+        epilog=(
+            "Examples: `%(prog)s` runs forever at one tick a minute; "
+            "`%(prog)s --start 2026-11-28T03:00:00Z --duration 3600 --rate 0 --summary-out hour.json` "
+            "sends that past hour in seconds and writes its exact totals."
+        ),
+    )
+    what = parser.add_argument_group("what to generate")
+    what.add_argument("--antennas", type=_positive_int, default=5, metavar="N", help="number of antennas (default: 5)")
+    what.add_argument(
+        "--devices",
+        type=_non_negative_int,
+        default=KNOWN_USER_COUNT,
+        metavar="N",
+        help=f"devices 00000000-0000-0000-0000-000000000001 ... (default: {KNOWN_USER_COUNT}, the users of user_metadata)",
+    )
+    what.add_argument(
+        "--unknown-devices",
+        type=_non_negative_int,
+        default=0,
+        metavar="K",
+        help="extra devices ffffffff-0000-0000-0000-00000000000k that are no user (default: 0)",
+    )
+    what.add_argument("--tick-seconds", type=_positive_int, default=60, metavar="S", help="event time between ticks (default: 60)")
+    what.add_argument(
+        "--start",
+        type=parse_start,
+        default=None,
+        metavar="TIME",
+        help="event time of the first tick, ISO-8601 UTC like 2026-11-28T03:00:00Z (default: now)",
+    )
+    what.add_argument("--seed", type=_int, default=None, help="random seed; the same options and seed send the same records (default: random, printed at the end)")
+    what.add_argument(
+        "--malformed-rate",
+        type=_probability,
+        default=0.0,
+        metavar="P",
+        help="probability that a report is replaced by a malformed record (default: 0)",
+    )
+
+    until = parser.add_argument_group("when to stop (the first reached; none: run until Ctrl-C)")
+    until.add_argument("--ticks", type=_positive_int, metavar="N", help="after N ticks")
+    until.add_argument(
+        "--duration",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="after SECONDS of event time: the ticks in [start, start + SECONDS)",
+    )
+    until.add_argument("--events", type=_positive_int, metavar="N", help="after N records in total, valid and malformed")
+
+    how = parser.add_argument_group("how to send")
+    how.add_argument(
+        "--rate",
+        type=_non_negative_float,
+        default=None,
+        metavar="EVENTS_PER_SECOND",
+        help="send at most this many records a second; 0 sends as fast as possible (default: one tick per --tick-seconds of real time)",
+    )
+    how.add_argument("--bootstrap-servers", default=kafka_bootstrap_servers(), metavar="HOST:PORT", help="Kafka servers (default: $KAFKA_BOOTSTRAP_SERVERS or %(default)s)")
+    how.add_argument("--topic", default=kafka_topic(), help="Kafka topic (default: $KAFKA_TOPIC or %(default)s)")
+    how.add_argument(
+        "--connect-timeout",
+        type=_positive_float,
+        default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="give up when no broker answers within this time (default: %(default)s)",
+    )
+    how.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
+
+    report = parser.add_argument_group("summary")
+    report.add_argument(
+        "--summary-out",
+        metavar="FILE",
+        help="after every record is acknowledged, write the exact byte totals sent per antenna, user and app, per window and per UTC hour, as JSON",
+    )
+    report.add_argument(
+        "--window-seconds",
+        type=_positive_int,
+        default=DEFAULT_WINDOW_SECONDS,
+        metavar="S",
+        help="window length of the summary's windowed totals (default: %(default)s, as the speed layer)",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.start is None:
+        args.start = int(time.time())
+    if args.seed is None:
+        args.seed = secrets.randbelow(2**31)
+    try:
+        args.config = config_from_args(args)
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
+    return SimulatorConfig(
+        start=args.start,
+        antennas=args.antennas,
+        devices=args.devices,
+        unknown_devices=args.unknown_devices,
+        tick_seconds=args.tick_seconds,
+        ticks=args.ticks,
+        duration_seconds=args.duration,
+        max_records=args.events,
+        seed=args.seed,
+        malformed_rate=args.malformed_rate,
+    )
+
+
+@contextmanager
+def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
+    """The first Ctrl-C or SIGTERM ends the run cleanly; handlers are restored afterwards, so a second one aborts."""
+    previous = {signum: signal.signal(signum, _stop_once(stop, signum)) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _stop_once(stop: StopFlag, signum: int):  # type: ignore[no-untyped-def]
+    def handler(received: int, frame: object) -> None:
+        stop.request()
+        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+
+    return handler
+
+
+def _close_quietly(producer: KafkaProducer) -> None:
+    # Every record is settled by now (send() flushed); a failing close must not hide the real outcome.
+    try:
+        producer.close(timeout=5)
+    except KafkaError:
+        pass
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    config: SimulatorConfig = args.config
+    settings = ProducerSettings(bootstrap_servers=args.bootstrap_servers, connect_timeout_seconds=args.connect_timeout)
+    try:
+        producer = create_producer(settings)
+    except BrokerUnavailableError:
+        _error(
+            f"no Kafka broker answered at {args.bootstrap_servers} within {args.connect_timeout:g} s "
+            "(set KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers; `make up` starts the local one)"
+        )
+        return EXIT_BROKER_UNAVAILABLE
+
+    stop = StopFlag()
+    progress = tqdm(
+        total=config.record_limit(),
+        unit=" records",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=args.no_progress or not sys.stderr.isatty(),
+    )
+    started = time.monotonic()
+    try:
+        with _stop_on_signals(stop):
+            summary = send(
+                generate_records(config),
+                producer,
+                args.topic,
+                pacer=choose_pacer(args.rate, config.tick_seconds, stop),
+                summary=TrafficSummary(args.window_seconds),
+                stop=stop,
+                on_sent=None if progress.disable else (lambda record: progress.update()),
+            )
+    except DeliveryError as error:
+        _error(str(error))
+        return EXIT_DELIVERY_FAILED
+    finally:
+        progress.close()
+        _close_quietly(producer)
+    elapsed = time.monotonic() - started
+
+    if args.summary_out:
+        summary.write(args.summary_out)
+    _report(summary, args, elapsed)
+    return 0
+
+
+def _report(summary: TrafficSummary, args: argparse.Namespace, elapsed_seconds: float) -> None:
+    records = summary.events + summary.malformed_total
+    rate = records / elapsed_seconds if elapsed_seconds > 0 else 0.0
+    first = iso_utc(summary.first_timestamp) if summary.first_timestamp is not None else "-"
+    last = iso_utc(summary.last_timestamp) if summary.last_timestamp is not None else "-"
+    print(
+        f"{PROG}: sent {summary.events} events ({summary.total_bytes} bytes) and {summary.malformed_total} malformed "
+        f"records to {args.topic!r} at {args.bootstrap_servers} in {elapsed_seconds:.1f} s ({rate:,.0f} records/s); "
+        f"event time {first} .. {last}; seed {args.seed}",
+        file=sys.stderr,
+    )

@@ -1,0 +1,230 @@
+"""`python -m services` against real servers: `up` is idempotent, and failures are one clean line.
+
+These run `up` itself (quick when `make up` already ran) and leave the services running.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import pytest
+from kafka import KafkaAdminClient
+
+from common.settings import REPO_ROOT, kafka_bootstrap_servers, kafka_topic, pg_dsn, spark_jars_dir
+from services import kafka, maven, postgres
+from services.migrate import migrate
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(600)]
+
+# SPEC.md section 2.
+SPEC_USERS = {
+    1: ("andres", 200000),
+    2: ("paco", 300000),
+    3: ("juan", 100000),
+    4: ("fede", 5000),
+    5: ("gorka", 200000),
+    6: ("luis", 200000),
+    7: ("eric", 300000),
+    8: ("carlos", 100000),
+    9: ("david", 300000),
+    10: ("juanchu", 300000),
+    11: ("charo", 300000),
+    12: ("delicidas", 1000000),
+    13: ("milagros", 200000),
+    14: ("antonio", 1000000),
+    15: ("sergio", 1000000),
+    16: ("maria", 1000000),
+    17: ("cristina", 300000),
+    18: ("lucia", 300000),
+    19: ("carlota", 200000),
+    20: ("emilio", 200000),
+}
+EXPECTED_USER_ROWS = [
+    (f"00000000-0000-0000-0000-{number:012d}", name, f"{name}@gmail.com", quota)
+    for number, (name, quota) in sorted(SPEC_USERS.items())
+]
+
+
+def run_services(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "services", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+
+
+def query(dsn: str, sql: str) -> list[tuple]:
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(sql)
+        rows = cursor.fetchall()
+    connection.close()
+    return rows
+
+
+def schema_of(dsn: str) -> dict[str, list[tuple]]:
+    return {
+        "columns": query(
+            dsn,
+            """
+            SELECT table_name, column_name, ordinal_position, data_type, is_nullable, column_default
+            FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 3""",
+        ),
+        "constraints": query(
+            dsn,
+            """
+            SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+            FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2""",
+        ),
+        "indexes": query(dsn, "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2"),
+        "alembic_version": query(dsn, "SELECT version_num FROM alembic_version"),
+    }
+
+
+def user_rows(dsn: str) -> list[tuple]:
+    return query(dsn, "SELECT id, name, email, quota FROM user_metadata ORDER BY id")
+
+
+def topic_partitions(servers: str, topic: str) -> int:
+    client = KafkaAdminClient(bootstrap_servers=servers.split(","))
+    try:
+        (description,) = client.describe_topics([topic])
+        return len(description["partitions"])
+    finally:
+        client.close()
+
+
+def local_state() -> dict[str, object]:
+    """What a second `up` must not touch: the running broker, its storage and the fetched jars."""
+    state: dict[str, object] = {
+        "spark jars": sorted(p.name for p in spark_jars_dir().glob("*.jar")),
+        "spark jars stamp mtime": (spark_jars_dir() / maven.STAMP_NAME).stat().st_mtime_ns,
+    }
+    if kafka.is_local():
+        state["kafka pid"] = kafka.our_running_pid()
+        state["kafka storage"] = kafka.paths().formatted_marker.read_text()  # holds the cluster id
+        state["kafka jars stamp mtime"] = (maven.kafka_jars_dir() / maven.STAMP_NAME).stat().st_mtime_ns
+    if not postgres.is_external():
+        state["postgres pid"] = postgres.our_running_pid()
+    return state
+
+
+def snapshot() -> dict[str, object]:
+    return {
+        "schema": schema_of(pg_dsn()),
+        "users": user_rows(pg_dsn()),
+        "partitions": topic_partitions(kafka_bootstrap_servers(), kafka_topic()),
+        "local state": local_state(),
+    }
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def after_first_up() -> dict[str, object]:
+    result = run_services("up")
+    assert result.returncode == 0, result.stderr
+    return snapshot()
+
+
+def test_second_up_succeeds_and_changes_nothing(after_first_up):
+    result = run_services("up")
+
+    assert result.returncode == 0, result.stderr
+    assert snapshot() == after_first_up
+
+
+def test_up_loads_exactly_the_users_of_the_spec(after_first_up):
+    assert after_first_up["users"] == EXPECTED_USER_ROWS
+
+
+def test_up_creates_the_topic_with_four_partitions(after_first_up):
+    assert after_first_up["partitions"] == 4
+
+
+def test_up_prints_the_endpoints(after_first_up):
+    result = run_services("up")
+
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "PG_DSN", "STORAGE_ROOT", "SPARK_JARS_DIR"):
+        assert f"{name}=" in result.stdout
+
+
+def test_status_reports_both_services_running(after_first_up):
+    result = run_services("status")
+
+    assert result.returncode == 0, result.stderr
+    assert "kafka: running" in result.stdout or "kafka: external" in result.stdout
+    assert "postgres: running" in result.stdout or "postgres: external" in result.stdout
+
+
+def test_up_refuses_a_kafka_port_taken_by_another_program(tmp_path):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env = {**os.environ, "PLATFORM_STATE_DIR": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{port}"}
+
+        result = run_services("up", env=env)
+
+    error = assert_one_line_error(result)
+    assert f"port {port}" in error
+    assert not (tmp_path / "kafka").exists()
+
+
+def test_up_without_java_says_so(tmp_path):
+    env = {**os.environ, "PLATFORM_STATE_DIR": str(tmp_path), "PATH": str(tmp_path / "no-tools-here")}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+
+    result = run_services("up", env=env)
+
+    assert "java" in assert_one_line_error(result)
+
+
+def test_migrate_of_an_unreachable_database_is_one_line():
+    result = run_services("migrate", "--dsn", f"postgresql://nobody:secret@127.0.0.1:{free_port()}/nowhere")
+
+    error = assert_one_line_error(result)
+    assert "PostgreSQL" in error
+    assert "secret" not in error
+
+
+@pytest.fixture
+def scratch_database(after_first_up):
+    name = f"scratch_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(pg_dsn())
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    yield urlunsplit(urlsplit(pg_dsn())._replace(path=f"/{name}"))
+    with admin.cursor() as cursor:
+        cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def test_migrate_twice_gives_the_schema_and_users_of_up(scratch_database, after_first_up):
+    migrate(scratch_database)
+    once = schema_of(scratch_database), user_rows(scratch_database)
+    migrate(scratch_database)
+
+    assert (schema_of(scratch_database), user_rows(scratch_database)) == once
+    assert once == (after_first_up["schema"], EXPECTED_USER_ROWS)

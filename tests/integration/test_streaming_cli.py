@@ -1,0 +1,57 @@
+"""Bad configuration gets one line naming the problem and the fix, and a non-zero exit."""
+
+from __future__ import annotations
+
+import psycopg2
+import pytest
+
+from tests.integration.conftest import run_module, streaming_args
+
+pytestmark = pytest.mark.services
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_unreachable_broker(scratch_dsn, tmp_path):
+    result = run_module(
+        "spark_jobs.streaming", "--bootstrap-servers", "127.0.0.1:1", *streaming_args("devices", scratch_dsn, tmp_path),
+        check=False,
+    )
+
+    assert_one_line_error(result, "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1", "make up")
+
+
+def test_missing_topic(scratch_dsn, tmp_path):
+    result = run_module("spark_jobs.streaming", *streaming_args("no-such-topic-here", scratch_dsn, tmp_path), check=False)
+
+    assert_one_line_error(result, "no-such-topic-here", "does not exist")
+
+
+def test_missing_table(topic, scratch_dsn, tmp_path):
+    with psycopg2.connect(scratch_dsn) as conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE bytes_agg_app")
+    conn.close()
+    result = run_module("spark_jobs.streaming", *streaming_args(topic, scratch_dsn, tmp_path), check=False)
+
+    assert_one_line_error(result, "bytes_agg_app", "make up")
+
+
+def test_unreachable_database(topic, tmp_path):
+    dsn = "postgresql://nobody:x@127.0.0.1:1/none"
+
+    result = run_module("spark_jobs.streaming", *streaming_args(topic, dsn, tmp_path), check=False)
+
+    assert_one_line_error(result, "PG_DSN", "make up")
+
+
+def test_malformed_flag():
+    result = run_module("spark_jobs.streaming", "--trigger-seconds", "-1", check=False)
+
+    assert result.returncode == 2
+    assert "--trigger-seconds" in result.stderr
