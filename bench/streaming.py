@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -121,7 +122,7 @@ def drain_once(spark, topic: str, expected_events: int) -> dict:
         elapsed = time.monotonic() - started
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute("SELECT sum(valid_events), sum(last_batch_id + 1) FROM speed_layer_progress")
-            events, batches = cur.fetchone()
+            events, batches = (int(value) for value in cur.fetchone())
         conn.close()
     if events != expected_events:
         raise SystemExit(f"error: drained {events} events, expected {expected_events}")
@@ -261,6 +262,7 @@ def wait_until_running(dsn: str, timeout: float = 120) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     results = {
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

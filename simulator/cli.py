@@ -12,9 +12,10 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from types import FrameType
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from common.settings import kafka_bootstrap_servers, kafka_topic
 from simulator.generator import KNOWN_USER_COUNT, SimulatorConfig, generate_records, iso_utc
+from simulator.parallel import SendJob, send_in_parallel
 from simulator.producer import (
     DEFAULT_CONNECT_TIMEOUT_SECONDS,
     BrokerUnavailableError,
@@ -170,6 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up when no broker answers within this time (default: %(default)s)",
     )
+    how.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help=(
+            "processes sending at once, each with its own producer and a share of the devices, for rates "
+            "one kafka-python process can't reach (default: 1)"
+        ),
+    )
     how.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
 
     report = parser.add_argument_group("summary")
@@ -228,8 +240,8 @@ def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
             signal.signal(signum, handler)
 
 
-def _stop_once(stop: StopFlag, signum: int):  # type: ignore[no-untyped-def]
-    def handler(received: int, frame: object) -> None:
+def _stop_once(stop: StopFlag, signum: int) -> Callable[[int, FrameType | None], None]:
+    def handler(received: int, frame: FrameType | None) -> None:
         stop.request()
         signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
 
@@ -245,54 +257,69 @@ def _close_quietly(producer: KafkaProducer) -> None:
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    one_line = " ".join(message.split())  # broker errors may span lines; scripts read one
+    print(f"{PROG}: error: {one_line}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    config: SimulatorConfig = args.config
-    settings = ProducerSettings(bootstrap_servers=args.bootstrap_servers, connect_timeout_seconds=args.connect_timeout)
+    stop = StopFlag()
+    started = time.monotonic()
     try:
-        producer = create_producer(settings)
+        with _stop_on_signals(stop), _progress_bar(args) as progress:
+            summary = _send(args, stop, progress)
     except BrokerUnavailableError:
         _error(
             f"no Kafka broker answered at {args.bootstrap_servers} within {args.connect_timeout:g} s "
             "(set KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers; `make up` starts the local one)"
         )
         return EXIT_BROKER_UNAVAILABLE
-
-    stop = StopFlag()
-    progress = tqdm(
-        total=config.record_limit(),
-        unit=" records",
-        unit_scale=True,
-        file=sys.stderr,
-        disable=args.no_progress or not sys.stderr.isatty(),
-    )
-    started = time.monotonic()
-    try:
-        with _stop_on_signals(stop):
-            summary = send(
-                generate_records(config),
-                producer,
-                args.topic,
-                pacer=choose_pacer(args.rate, config.tick_seconds, stop),
-                summary=TrafficSummary(args.window_seconds),
-                stop=stop,
-                on_sent=None if progress.disable else (lambda record: progress.update()),
-            )
     except DeliveryError as error:
         _error(str(error))
         return EXIT_DELIVERY_FAILED
-    finally:
-        progress.close()
-        _close_quietly(producer)
     elapsed = time.monotonic() - started
 
     if args.summary_out:
         summary.write(args.summary_out)
     _report(summary, args, elapsed)
     return 0
+
+
+@contextmanager
+def _progress_bar(args: argparse.Namespace) -> Iterator[tqdm]:
+    progress = tqdm(
+        total=args.config.record_limit(),
+        unit=" records",
+        unit_scale=True,
+        file=sys.stderr,
+        disable=args.no_progress or not sys.stderr.isatty(),
+    )
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+def _send(args: argparse.Namespace, stop: StopFlag, progress: tqdm) -> TrafficSummary:
+    """Send the whole run, in this process or in worker processes; raises like `send()`."""
+    settings = ProducerSettings(bootstrap_servers=args.bootstrap_servers, connect_timeout_seconds=args.connect_timeout)
+    if args.workers > 1:
+        job = SendJob(args.config, settings, args.topic, args.rate, args.window_seconds)
+        return send_in_parallel(job, args.workers, stop, on_progress=None if progress.disable else progress.update)
+
+    producer = create_producer(settings)
+    try:
+        return send(
+            generate_records(args.config),
+            producer,
+            args.topic,
+            pacer=choose_pacer(args.rate, args.config.tick_seconds, stop),
+            summary=TrafficSummary(args.window_seconds),
+            stop=stop,
+            on_sent=None if progress.disable else (lambda record: progress.update()),
+        )
+    finally:
+        _close_quietly(producer)
 
 
 def _report(summary: TrafficSummary, args: argparse.Namespace, elapsed_seconds: float) -> None:

@@ -24,6 +24,8 @@ class Aggregate:
 BY_ANTENNA = Aggregate(key="antenna_id", sum_column="sum_antenna_bytes")
 BY_USER = Aggregate(key="id", sum_column="sum_user_bytes")
 BY_APP = Aggregate(key="app", sum_column="sum_app_bytes")
+# The batch layer keys users by email (SPEC.md section 7), the speed layer by device id.
+BY_EMAIL = Aggregate(key="email", sum_column="sum_user_bytes")
 
 
 def bytes_per_window(events: DataFrame, key: str, window_duration: str, sum_column: str) -> DataFrame:

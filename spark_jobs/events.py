@@ -8,6 +8,8 @@ would coerce or silently null. Every record gets either a parsed event or a mach
 
 from __future__ import annotations
 
+from functools import reduce
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -27,13 +29,12 @@ _VARIANT_STRING = "STRING"
 _VARIANT_NULL = "VOID"
 
 
-def _field_type(parsed: Column, field: str) -> Column:
-    """The JSON type of one top-level field, or NULL when the field is absent."""
-    return F.schema_of_variant(F.variant_get(parsed, f"$.{field}", "variant"))
+def _type_column(field: str) -> str:
+    return f"_type_{field}"
 
 
-def _field_problem(parsed: Column, field: str, expected_type: str) -> Column:
-    field_type = _field_type(parsed, field)
+def _field_problem(field: str, expected_type: str) -> Column:
+    field_type = F.col(_type_column(field))
     return (
         F.when(field_type.isNull(), F.lit(f"missing_field:{field}"))
         .when(field_type == _VARIANT_NULL, F.lit(f"null_field:{field}"))
@@ -41,26 +42,27 @@ def _field_problem(parsed: Column, field: str, expected_type: str) -> Column:
     )
 
 
-def _rejection_reason(parsed: Column) -> Column:
+def _rejection_reason() -> Column:
     """The first problem of a record, in a fixed order, or NULL for a valid event.
 
-    `coalesce` evaluates lazily, so the costlier object check only runs for records that
-    already lack every field.
+    Reads the per-field JSON types computed once beforehand. The whole-value object check is
+    costly, so it only runs for records that lack every field (`and` short-circuits).
     """
-    field_problems = [_field_problem(parsed, f, _VARIANT_INTEGER) for f in INTEGER_FIELDS] + [
-        _field_problem(parsed, f, _VARIANT_STRING) for f in STRING_FIELDS
-    ]
+    parsed = F.col("parsed")
+    lacks_every_field = reduce(lambda a, b: a & b, [F.col(_type_column(f)).isNull() for f in EVENT_COLUMNS])
     is_object = F.schema_of_variant(parsed).startswith("OBJECT<")
-    timestamp = F.variant_get(parsed, "$.timestamp", "bigint")
+    field_problems = [_field_problem(f, _VARIANT_INTEGER) for f in INTEGER_FIELDS] + [
+        _field_problem(f, _VARIANT_STRING) for f in STRING_FIELDS
+    ]
     return (
         F.when(parsed.isNull(), F.lit("invalid_json"))
-        .when(~is_object, F.lit("not_an_object"))
+        .when(lacks_every_field & ~is_object, F.lit("not_an_object"))
         .otherwise(
             F.coalesce(
                 *field_problems,
-                F.when(F.variant_get(parsed, "$.bytes", "bigint") < 0, F.lit("negative_bytes")),
+                F.when(F.col("bytes") < 0, F.lit("negative_bytes")),
                 F.when(
-                    (timestamp < MIN_EPOCH_SECONDS) | (timestamp > MAX_EPOCH_SECONDS),
+                    (F.col("timestamp") < MIN_EPOCH_SECONDS) | (F.col("timestamp") > MAX_EPOCH_SECONDS),
                     F.lit("timestamp_out_of_range"),
                 ),
             )
@@ -70,23 +72,25 @@ def _rejection_reason(parsed: Column) -> Column:
 
 def classify_records(records: DataFrame) -> DataFrame:
     """Kafka rows (binary `value`, topic, partition, offset) -> one row per record with the
-    typed event columns and `reason`, NULL when the record is a valid event."""
+    typed event columns and `reason`, NULL when the record is a valid event.
+
+    Built in steps so that each field's JSON type is computed once per record and then reused.
+    """
     parsed = records.select(
         F.col("value").cast("string").alias("value"),
         *KAFKA_METADATA_COLUMNS,
-        F.try_parse_json(F.col("value").cast("string")).alias("parsed"),
+    ).withColumn("parsed", F.try_parse_json("value"))
+    typed = parsed.select(
+        "*",
+        *[F.schema_of_variant(F.variant_get("parsed", f"$.{f}", "variant")).alias(_type_column(f)) for f in EVENT_COLUMNS],
+        *[F.try_variant_get("parsed", f"$.{f}", "bigint").alias(f) for f in INTEGER_FIELDS],
+        *[F.try_variant_get("parsed", f"$.{f}", "string").alias(f) for f in STRING_FIELDS],
     )
-    variant = F.col("parsed")
-    classified = parsed.select(
-        "value",
-        *KAFKA_METADATA_COLUMNS,
-        _rejection_reason(variant).alias("reason"),
-        *[F.variant_get(variant, f"$.{f}", "bigint").alias(f) for f in INTEGER_FIELDS],
-        *[F.variant_get(variant, f"$.{f}", "string").alias(f) for f in STRING_FIELDS],
-    )
-    # A rejected record keeps only its raw value, so no half-parsed field can leak into a sum.
+    classified = typed.select("value", *KAFKA_METADATA_COLUMNS, *EVENT_COLUMNS, _rejection_reason().alias("reason"))
+    # A rejected record keeps only its raw value, so no half-parsed field can leak into a sum;
+    # a valid one drops its raw text, which only the quarantine needs.
     return classified.select(
-        "value",
+        F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"),
         *KAFKA_METADATA_COLUMNS,
         "reason",
         *[F.when(F.col("reason").isNull(), F.col(c)).alias(c) for c in EVENT_COLUMNS],

@@ -119,3 +119,47 @@ def apply_speed_batch(
         return True
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class HourlyTable:
+    name: str
+    columns: tuple[str, ...]
+    result_field: str
+
+
+HOURLY_TABLES = (
+    HourlyTable("bytes_agg_antenna_1h", ("antenna_id", "sum_antenna_bytes"), "antenna"),
+    HourlyTable("bytes_agg_user_1h", ("email", "sum_user_bytes"), "user"),
+    HourlyTable("bytes_agg_app_1h", ("app", "sum_app_bytes"), "app"),
+    HourlyTable("users_over_quota_1h", ("email", "quota", "sum_user_bytes"), "over_quota"),
+)
+
+
+def replace_hour(dsn: str, hour, result, last_streaming_batch: int) -> None:
+    """Swap in one hour's rows of every *_1h table and its input totals, in one transaction.
+
+    PostgreSQL's snapshots show concurrent readers the old hour until the commit and the new one
+    after it, never a mix; a rerun deletes and re-inserts the same rows.
+    """
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            for table in HOURLY_TABLES:
+                cur.execute(sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(table.name)), (hour,))
+                rows = [(row[0], hour, *row[1:]) for row in getattr(result, table.result_field)]
+                if rows:
+                    columns = (table.columns[0], "date", *table.columns[1:])
+                    statement = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
+                        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
+                    )
+                    execute_values(cur, statement, sorted(rows), page_size=1000)
+            cur.execute(
+                "INSERT INTO batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (date) DO UPDATE SET valid_events = EXCLUDED.valid_events, "
+                "valid_bytes = EXCLUDED.valid_bytes, unknown_device_bytes = EXCLUDED.unknown_device_bytes, "
+                "last_streaming_batch = EXCLUDED.last_streaming_batch, computed_at = now()",
+                (hour, result.valid_events, result.valid_bytes, result.unknown_device_bytes, last_streaming_batch),
+            )
+    finally:
+        conn.close()

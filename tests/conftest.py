@@ -1,8 +1,9 @@
-"""Fixtures shared by every test: one local Spark session per test run."""
+"""Fixtures shared by every test: one local Spark session per test run, and Airflow's test home."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,18 @@ time.tzset()
 # Spark's Python workers must use this interpreter, not whatever `python3` is on PATH.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# Airflow reads its configuration when first imported, so it is set here, before any test module
+# imports it: a home of its own under .state/ (SQLite metadata database), never the user's, and
+# this repository's DAGs and plugins.
+AIRFLOW_TEST_HOME = Path(os.environ.get("PLATFORM_STATE_DIR", REPO_ROOT / ".state")) / "airflow-tests"
+os.environ.update(
+    AIRFLOW_HOME=str(AIRFLOW_TEST_HOME),
+    AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"),
+    AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO_ROOT / "plugins"),
+    AIRFLOW__CORE__LOAD_EXAMPLES="False",
+)
+# Airflow puts the plugins folder on sys.path; tests import its helpers before Airflow may have.
+sys.path.append(str(REPO_ROOT / "plugins"))
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +39,16 @@ def spark():
     session = build_session("tests", master="local[2]", extra_conf={"spark.ui.enabled": "false"})
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """The test home's metadata database, migrated once per Airflow version (as ./airflow.sh does)."""
+    from importlib.metadata import version
+
+    marker = AIRFLOW_TEST_HOME / f".migrated-{version('apache-airflow')}"
+    if not marker.exists():
+        AIRFLOW_TEST_HOME.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+        marker.touch()
+    return AIRFLOW_TEST_HOME

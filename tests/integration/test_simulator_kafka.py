@@ -77,7 +77,8 @@ def run_simulator(*flags: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cli_sends_exactly_the_generated_records_and_an_exact_summary(fresh_topic, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_cli_sends_exactly_the_generated_records_and_an_exact_summary(fresh_topic, tmp_path, workers):
     summary_path = tmp_path / "summary.json"
     config = SimulatorConfig(start=START_EPOCH, duration_seconds=900, unknown_devices=2, seed=11, malformed_rate=0.05)
     result = run_simulator(
@@ -89,6 +90,7 @@ def test_cli_sends_exactly_the_generated_records_and_an_exact_summary(fresh_topi
         "--malformed-rate", "0.05",
         "--rate", "0",
         "--summary-out", str(summary_path),
+        "--workers", str(workers),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
 

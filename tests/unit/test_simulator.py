@@ -25,7 +25,16 @@ from simulator.generator import (
     generate_records,
     malformed_value,
 )
-from simulator.producer import DeliveryError, EventRatePacer, StopFlag, TickPacer, send
+from simulator.parallel import SendJob, send_in_parallel, worker_rate, worker_records
+from simulator.producer import (
+    BrokerUnavailableError,
+    DeliveryError,
+    EventRatePacer,
+    ProducerSettings,
+    StopFlag,
+    TickPacer,
+    send,
+)
 from simulator.summary import TrafficSummary
 
 HOUR_START = int(datetime(2026, 11, 28, 3, tzinfo=timezone.utc).timestamp())
@@ -479,3 +488,39 @@ def test_main_writes_no_summary_when_delivery_fails(tmp_path, monkeypatch, capsy
     assert status == 1
     assert not out.exists()
     assert capsys.readouterr().err.count("\n") == 1
+
+
+# --- parallel workers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [2, 3, 7])
+def test_workers_together_send_exactly_the_single_process_records(workers):
+    run = config(ticks=4, unknown_devices=3, malformed_rate=0.1, max_records=70)
+    single = list(generate_records(run))
+    shares = [list(worker_records(run, index, workers)) for index in range(workers)]
+    assert sorted(record for share in shares for record in share) == sorted(single)
+    for share in shares:  # each device belongs to one worker, which keeps the run's order
+        assert share == [record for record in single if record.key in {r.key for r in share}]
+    assert len({record.key for share in shares for record in share}) == 23
+
+
+def test_merged_worker_summaries_equal_the_single_process_summary():
+    run = config(ticks=None, duration_seconds=3600, unknown_devices=2, malformed_rate=0.05)
+    single = send(generate_records(run), FakeProducer(), "devices").to_dict()
+    merged = TrafficSummary()
+    for index in range(3):
+        merged.merge(send(worker_records(run, index, 3), FakeProducer(), "devices"))
+    assert merged.to_dict() == single
+
+
+def test_workers_share_a_rate_in_proportion_to_their_devices():
+    job = SendJob(config(devices=20, unknown_devices=1), ProducerSettings("unused:9092"), "devices", 2100.0, 300)
+    rates = [worker_rate(job, index, 2) for index in range(2)]
+    assert rates == [pytest.approx(1100.0), pytest.approx(1000.0)]
+    assert worker_rate(SendJob(job.config, job.settings, "devices", 0.0, 300), 0, 2) == 0.0
+
+
+def test_parallel_run_against_an_unreachable_broker_raises_broker_unavailable():
+    job = SendJob(config(ticks=1), ProducerSettings("127.0.0.1:1", connect_timeout_seconds=1), "devices", 0.0, 300)
+    with pytest.raises(BrokerUnavailableError):
+        send_in_parallel(job, 2, StopFlag())

@@ -1,0 +1,122 @@
+"""
+### batch_hourly: recompute each closed UTC hour exactly
+
+For the data interval [H, H+1h), once the hour has closed and the lateness allowance has passed
+(Variable `batch_lateness_minutes`, default 10), the batch job recomputes the hour from raw
+Parquet into `bytes_agg_antenna_1h`, `bytes_agg_user_1h`, `bytes_agg_app_1h`,
+`users_over_quota_1h` and `batch_hour_runs`, in one transaction. Then the speed layer's drift
+from those totals is logged per table, and the quality checks of `sql/quality/checks/` must
+pass (SPEC.md section 8); a failed check names itself and the values that broke it.
+
+**Runner**, from the environment variable `BATCH_RUNNER` when the file is parsed:
+`local` (default: spark-submit on this machine, connection `spark_local`), `dataproc` (a job on
+the cluster of Variable `dataproc_cluster`) or `serverless` (a Dataproc Serverless batch). The
+Dataproc runners read Variables `gcp_project`, `gcp_region`, `code_uri` (gs:// prefix of
+`spark_jobs/batch.py` and `platform.zip`) and `storage_root` (gs:// root of the raw data);
+serverless also `dataproc_subnetwork` and `dataproc_serverless_image` (an image with psycopg2).
+The database is connection `platform_postgres`, for the job and the checks alike; locally the
+job takes the storage root from STORAGE_ROOT.
+
+Run one hour by hand: `./airflow.sh dags test batch_hourly 2026-11-27T10:00:00+00:00` runs the
+hour 09:00-10:00, the one that *ends* at the date given.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+from airflow.sdk import DAG, CronDataIntervalTimetable, chain
+
+from platform_airflow.quality import QualityChecksOperator, SpeedDriftOperator
+from platform_airflow.runners import batch_runner, build_batch_task
+
+RUNNER = batch_runner()
+POSTGRES_CONN_ID = "platform_postgres"
+# catchup: unpausing the DAG schedules every hour since START_DATE.
+START_DATE = pendulum.datetime(2026, 11, 27, tz="UTC")
+MAX_ACTIVE_RUNS = 2
+
+HOUR = "{{ data_interval_start.strftime('%Y-%m-%dT%H:%M:%SZ') }}"
+HOUR_START = "{{ data_interval_start.isoformat() }}"
+HOUR_ID = "{{ data_interval_start.strftime('%Y%m%dT%H') }}"
+# Labels and Serverless batch ids allow lowercase letters only.
+HOUR_ID_LOWER = "{{ data_interval_start.strftime('%Y%m%dt%H') }}"
+PG_DSN = "{{ conn.platform_postgres.get_uri() }}"
+LATENESS_MINUTES = "{{ var.value.get('batch_lateness_minutes', 10) }}"
+CODE_URI = "{{ var.value.code_uri }}"
+
+LOCAL_JOB_ARGS = ["--hour", HOUR, "--pg-dsn", PG_DSN]
+CLOUD_JOB_ARGS = [*LOCAL_JOB_ARGS, "--storage-root", "{{ var.value.storage_root }}"]
+JOB_LABELS = {"pipeline": "batch-hourly", "hour": HOUR_ID_LOWER}
+PYSPARK_CODE = {
+    "main_python_file_uri": f"{CODE_URI}/spark_jobs/batch.py",
+    "python_file_uris": [f"{CODE_URI}/platform.zip"],
+    "args": CLOUD_JOB_ARGS,
+}
+
+# The job id is the base of the ids the operator submits under (`-1`, then `-2` after a failed
+# job, ...): derived from the hour only, so a retry finds the job of an earlier try.
+DATAPROC_JOB = {
+    "reference": {"job_id": f"batch-hourly-{HOUR_ID}"},
+    "placement": {"cluster_name": "{{ var.value.dataproc_cluster }}"},
+    "labels": JOB_LABELS,
+    "pyspark_job": PYSPARK_CODE,
+}
+
+SERVERLESS_BATCH_ID = f"batch-hourly-{HOUR_ID_LOWER}"
+SERVERLESS_BATCH = {
+    "pyspark_batch": PYSPARK_CODE,
+    # Runtime 3.0 runs Spark 4.0, the Spark line the jobs are tested with.
+    "runtime_config": {
+        "version": "3.0",
+        "container_image": "{{ var.value.get('dataproc_serverless_image', '') }}",
+    },
+    "environment_config": {
+        "execution_config": {"subnetwork_uri": "{{ var.value.get('dataproc_subnetwork', '') }}"},
+    },
+    "labels": JOB_LABELS,
+}
+
+with DAG(
+    dag_id="batch_hourly",
+    description="Recompute each closed UTC hour from raw data, then check it",
+    doc_md=__doc__,
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=True,
+    max_active_runs=MAX_ACTIVE_RUNS,
+    dagrun_timeout=timedelta(hours=3),
+    default_args={"owner": "data-platform", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    tags=["batch", "quality", f"runner:{RUNNER}"],
+) as dag:
+    wait_for_hour_to_close = TimeDeltaSensor(
+        task_id="wait_for_hour_to_close",
+        delta=LATENESS_MINUTES,
+        # Reschedule frees the worker slot between pokes and needs no triggerer.
+        mode="reschedule",
+        poke_interval=60,
+        timeout=timedelta(hours=2).total_seconds(),
+    )
+
+    run_batch = build_batch_task(
+        RUNNER,
+        task_id="run_batch",
+        local_args=LOCAL_JOB_ARGS,
+        dataproc_job=DATAPROC_JOB,
+        serverless_batch=SERVERLESS_BATCH,
+        serverless_batch_id=SERVERLESS_BATCH_ID,
+        gcp_project="{{ var.value.gcp_project }}",
+        gcp_region="{{ var.value.gcp_region }}",
+        execution_timeout=timedelta(hours=1),
+    )
+
+    measure_speed_drift = SpeedDriftOperator(
+        task_id="measure_speed_drift", conn_id=POSTGRES_CONN_ID, hour=HOUR_START
+    )
+
+    check_quality = QualityChecksOperator(task_id="check_quality", conn_id=POSTGRES_CONN_ID, hour=HOUR_START)
+
+    # The drift is logged before the checks so that it is there to read when a check fails.
+    chain(wait_for_hour_to_close, run_batch, measure_speed_drift, check_quality)

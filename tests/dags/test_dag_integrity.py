@@ -1,0 +1,116 @@
+"""Every DAG parses and carries what the platform relies on: owner, retries, tags, an hourly UTC
+schedule with catchup; and batch_hourly has its four tasks in one chain, for each runner.
+
+The runner (BATCH_RUNNER) decides the operator that runs the batch job when the file is parsed,
+so the DagBag is loaded once per runner.
+"""
+
+from __future__ import annotations
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.google.cloud.operators.dataproc import DataprocCreateBatchOperator, DataprocSubmitJobOperator
+from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
+from airflow.sdk import CronDataIntervalTimetable
+
+from platform_airflow.quality import QualityChecksOperator, SpeedDriftOperator
+from platform_airflow.runners import RUNNERS
+from tests.conftest import REPO_ROOT
+
+BATCH_CHAIN = ("wait_for_hour_to_close", "run_batch", "measure_speed_drift", "check_quality")
+BATCH_OPERATOR_OF_RUNNER = {
+    "local": SparkSubmitOperator,
+    "dataproc": DataprocSubmitJobOperator,
+    "serverless": DataprocCreateBatchOperator,
+}
+HOURLY_UTC = CronDataIntervalTimetable("0 * * * *", timezone="UTC")
+
+
+@pytest.fixture(scope="module", params=RUNNERS)
+def parsed(request) -> tuple[str, DagBag]:
+    """(runner, the dags folder parsed with BATCH_RUNNER=runner)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BATCH_RUNNER", request.param)
+        return request.param, DagBag(dag_folder=REPO_ROOT / "dags")
+
+
+@pytest.fixture
+def dags(parsed):
+    return list(parsed[1].dags.values())
+
+
+@pytest.fixture
+def batch_hourly(parsed):
+    return parsed[1].dags["batch_hourly"]
+
+
+def test_every_dag_file_imports(parsed):
+    runner, bag = parsed
+    assert bag.import_errors == {}
+    assert "batch_hourly" in bag.dags
+
+
+def test_every_task_has_an_owner_and_retries(dags):
+    for dag in dags:
+        for task in dag.tasks:
+            assert task.owner not in ("", "airflow"), f"{dag.dag_id}.{task.task_id} has no owner of its own"
+            assert task.retries >= 2, f"{dag.dag_id}.{task.task_id} retries {task.retries} times"
+
+
+def test_every_dag_is_tagged_and_documented(dags):
+    for dag in dags:
+        assert dag.tags, f"{dag.dag_id} has no tags"
+        assert dag.doc_md and dag.doc_md.strip(), f"{dag.dag_id} has no doc_md"
+
+
+def test_every_dag_runs_hourly_utc_intervals_with_catchup(dags):
+    for dag in dags:
+        # A plain cron string would give zero-width intervals in Airflow 3.
+        assert isinstance(dag.timetable, CronDataIntervalTimetable), dag.dag_id
+        assert (dag.timetable.expression, dag.timetable.timezone) == (HOURLY_UTC.expression, HOURLY_UTC.timezone)
+        assert dag.catchup is True, f"{dag.dag_id} cannot be backfilled by catchup"
+        assert 1 <= dag.max_active_runs <= 4, f"{dag.dag_id} may run {dag.max_active_runs} hours at once"
+
+
+def test_batch_hourly_is_one_chain(batch_hourly):
+    assert set(batch_hourly.task_ids) == set(BATCH_CHAIN)
+    for upstream, downstream in zip(BATCH_CHAIN, BATCH_CHAIN[1:]):
+        assert batch_hourly.get_task(upstream).downstream_task_ids == {downstream}
+    assert batch_hourly.get_task(BATCH_CHAIN[0]).upstream_task_ids == set()
+    assert batch_hourly.get_task(BATCH_CHAIN[-1]).downstream_task_ids == set()
+
+
+def test_batch_hourly_runs_the_job_on_the_configured_runner(parsed, batch_hourly):
+    runner, _ = parsed
+    assert isinstance(batch_hourly.get_task("run_batch"), BATCH_OPERATOR_OF_RUNNER[runner])
+    assert f"runner:{runner}" in batch_hourly.tags
+
+
+def test_batch_hourly_waits_without_holding_a_worker(batch_hourly):
+    sensor = batch_hourly.get_task("wait_for_hour_to_close")
+    assert isinstance(sensor, TimeDeltaSensor)
+    assert sensor.mode == "reschedule" or sensor.deferrable
+
+
+def test_batch_hourly_checks_and_measures_the_hour_on_the_serving_database(batch_hourly):
+    checks = batch_hourly.get_task("check_quality")
+    drift = batch_hourly.get_task("measure_speed_drift")
+    assert isinstance(checks, QualityChecksOperator) and isinstance(drift, SpeedDriftOperator)
+    assert checks.conn_id == drift.conn_id == "platform_postgres"
+    assert {check.name for check in checks.checks} >= {
+        "antenna_total_equals_valid_bytes",
+        "app_total_equals_valid_bytes",
+        "user_total_plus_unknown_equals_valid_bytes",
+        "over_quota_rows_match_user_totals",
+        "keys_not_null",
+        "sums_not_negative",
+        "row_counts",
+    }
+
+
+def test_an_unknown_runner_fails_the_import():
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BATCH_RUNNER", "kubernetes")
+        bag = DagBag(dag_folder=REPO_ROOT / "dags")
+    assert any("kubernetes" in error for error in bag.import_errors.values())

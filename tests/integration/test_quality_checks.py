@@ -1,0 +1,285 @@
+"""The quality checks of sql/quality/ on a real PostgreSQL database: an hour written as the batch
+job writes it passes every check; each kind of corruption fails the check that guards against
+it, with a message naming the check and the values. Runs through the operators batch_hourly uses,
+and once through `dag.test()` of batch_hourly itself (its Spark job marked done)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import psycopg2
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+
+from common import settings
+from platform_airflow.quality import QualityChecksOperator, SpeedDriftOperator, load_checks, run_checks
+from services.migrate import migrate
+from tests.integration.conftest import query
+
+pytestmark = pytest.mark.services
+
+HOUR = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
+HOUR_PARAM = HOUR.isoformat()
+ANDRES, JUAN, FEDE = (f"00000000-0000-0000-0000-0000000000{n:02d}" for n in (1, 3, 4))
+UNKNOWN_DEVICE = "ffffffff-ffff-ffff-ffff-ffffffffffff"
+ANTENNA_A, ANTENNA_B = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
+# (device, antenna, app, minute of the hour, bytes). Quotas: andres 200000, juan 100000, fede 5000.
+EVENTS = [
+    (FEDE, ANTENNA_A, "SKYPE", 1, 4000),
+    (FEDE, ANTENNA_B, "TELEGRAM", 7, 5000),
+    (ANDRES, ANTENNA_A, "SKYPE", 2, 90000),
+    (ANDRES, ANTENNA_A, "WHATSAPP", 33, 60000),
+    (JUAN, ANTENNA_B, "FACETIME", 12, 70000),
+    (JUAN, ANTENNA_B, "FACEBOOK", 58, 50000),
+    (UNKNOWN_DEVICE, ANTENNA_A, "SKYPE", 20, 7000),
+]
+WINDOW = timedelta(minutes=5)
+HOUR_TABLES = (
+    "bytes_agg_antenna_1h", "bytes_agg_app_1h", "bytes_agg_user_1h", "users_over_quota_1h", "batch_hour_runs",
+    "bytes_agg_antenna", "bytes_agg_app", "bytes_agg_user",
+)
+
+
+def sums(pairs) -> dict:
+    totals = defaultdict(int)
+    for key, value in pairs:
+        totals[key] += value
+    return dict(totals)
+
+
+def write_hour(dsn: str, events=EVENTS) -> None:
+    """The hour's rows as the batch job and the speed layer write them, computed here with loops."""
+    users = {user_id: (email, quota) for user_id, email, quota in query(dsn, "SELECT id, email, quota FROM user_metadata")}
+    known = [event for event in events if event[0] in users]
+    user_totals = sums((users[device][0], size) for device, _, _, _, size in known)
+    quota_of = {email: quota for email, quota in users.values()}
+
+    def window(minute: int) -> datetime:
+        return HOUR + WINDOW * (minute // 5)
+
+    hour_rows = {
+        "bytes_agg_antenna_1h (antenna_id, date, sum_antenna_bytes)": [
+            (antenna, HOUR, total) for antenna, total in sums((e[1], e[4]) for e in events).items()
+        ],
+        "bytes_agg_app_1h (app, date, sum_app_bytes)": [(app, HOUR, total) for app, total in sums((e[2], e[4]) for e in events).items()],
+        "bytes_agg_user_1h (email, date, sum_user_bytes)": [(email, HOUR, total) for email, total in user_totals.items()],
+        "users_over_quota_1h (email, date, quota, sum_user_bytes)": [
+            (email, HOUR, quota_of[email], total) for email, total in user_totals.items() if total > quota_of[email]
+        ],
+        "batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch)": [
+            (HOUR, len(events), sum(e[4] for e in events), sum(e[4] for e in events if e[0] not in users), 0)
+        ],
+        "bytes_agg_antenna (antenna_id, date, sum_antenna_bytes)": [
+            (antenna, start, total) for (antenna, start), total in sums(((e[1], window(e[3])), e[4]) for e in events).items()
+        ],
+        "bytes_agg_app (app, date, sum_app_bytes)": [
+            (app, start, total) for (app, start), total in sums(((e[2], window(e[3])), e[4]) for e in events).items()
+        ],
+        "bytes_agg_user (id, date, sum_user_bytes)": [
+            (device, start, total) for (device, start), total in sums(((e[0], window(e[3])), e[4]) for e in events).items()
+        ],
+    }
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        for table, rows in hour_rows.items():
+            execute_values(cur, f"INSERT INTO {table} VALUES %s", rows)
+    conn.close()
+
+
+def execute(dsn: str, statement: str) -> None:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(statement, {"hour": HOUR})
+    conn.close()
+
+
+def failed_checks(dsn: str) -> dict[str, str]:
+    """{name: message} of the checks that fail for HOUR, run as the DAG's operator runs them."""
+    conn = psycopg2.connect(dsn)
+    try:
+        outcomes = run_checks(conn, load_checks(), HOUR_PARAM)
+    finally:
+        conn.close()
+    return {outcome.name: outcome.describe() for outcome in outcomes if not outcome.passed}
+
+
+def airflow_connection(dsn: str) -> str:
+    """The DSN as an AIRFLOW_CONN_* value (JSON form: scratch DSNs are key=value strings)."""
+    parts = psycopg2.extensions.parse_dsn(dsn)
+    return json.dumps({
+        "conn_type": "postgres", "host": parts.get("host"), "port": int(parts.get("port", 5432)),
+        "login": parts.get("user"), "password": parts.get("password"), "schema": parts.get("dbname"),
+    })
+
+
+@pytest.fixture(scope="module")
+def module_dsn():
+    """One migrated scratch database for the whole module: creating one takes seconds, emptying it none."""
+    name = f"test_quality_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(settings.pg_dsn())
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = psycopg2.extensions.make_dsn(settings.pg_dsn(), dbname=name)
+    try:
+        migrate(dsn)
+        yield dsn
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+@pytest.fixture
+def empty_dsn(module_dsn, monkeypatch):
+    """The module's database without any hour, as connection platform_postgres."""
+    execute(module_dsn, f"TRUNCATE {', '.join(HOUR_TABLES)}")
+    monkeypatch.setenv("AIRFLOW_CONN_PLATFORM_POSTGRES", airflow_connection(module_dsn))
+    return module_dsn
+
+
+@pytest.fixture
+def hour_dsn(empty_dsn):
+    """The module's database holding HOUR as the pipeline writes it, as connection platform_postgres."""
+    write_hour(empty_dsn)
+    return empty_dsn
+
+
+def test_a_consistent_hour_passes_every_check(hour_dsn):
+    assert failed_checks(hour_dsn) == {}
+
+
+def test_an_hour_without_data_passes_every_check(empty_dsn):
+    assert failed_checks(empty_dsn) == {}
+
+
+CORRUPTIONS = {
+    "antenna total off by one": (
+        f"UPDATE bytes_agg_antenna_1h SET sum_antenna_bytes = sum_antenna_bytes + 1 WHERE antenna_id = '{ANTENNA_A}'",
+        {"antenna_total_equals_valid_bytes": "antenna_total=286001, valid_bytes=286000, difference=1"},
+    ),
+    "app total short": (
+        "UPDATE bytes_agg_app_1h SET sum_app_bytes = sum_app_bytes - 10 WHERE app = 'FACEBOOK'",
+        {"app_total_equals_valid_bytes": "app_total=285990, valid_bytes=286000, difference=-10"},
+    ),
+    "user over quota missing": (
+        "DELETE FROM users_over_quota_1h WHERE email = 'fede@gmail.com'",
+        {"over_quota_rows_match_user_totals": "email=fede@gmail.com, problem=over quota but not listed"},
+    ),
+    "user listed under quota": (
+        "INSERT INTO users_over_quota_1h VALUES ('andres@gmail.com', %(hour)s, 200000, 150000)",
+        {"over_quota_rows_match_user_totals": "email=andres@gmail.com, problem=listed but not over quota"},
+    ),
+    "over-quota row with a stale quota": (
+        "UPDATE users_over_quota_1h SET quota = 4000 WHERE email = 'fede@gmail.com'",
+        {"over_quota_rows_match_user_totals": "problem=listed quota differs from user_metadata, listed_quota=4000, metadata_quota=5000"},
+    ),
+    "user total changed": (
+        "UPDATE bytes_agg_user_1h SET sum_user_bytes = sum_user_bytes + 5 WHERE email = 'andres@gmail.com'",
+        {"user_total_plus_unknown_equals_valid_bytes": "user_total=279005, unknown_device_bytes=7000, valid_bytes=286000, difference=5"},
+    ),
+    "unknown device counted as a user": (
+        "INSERT INTO bytes_agg_user_1h VALUES ('ghost@example.com', %(hour)s, 7000)",
+        {
+            "user_rows_are_known_users": "email=ghost@example.com, sum_user_bytes=7000",
+            "user_total_plus_unknown_equals_valid_bytes": "difference=7000",
+        },
+    ),
+    "negative sum hidden in a right total": (
+        "UPDATE bytes_agg_app_1h SET sum_app_bytes = CASE app WHEN 'TELEGRAM' THEN -5 ELSE sum_app_bytes + 5005 END"
+        " WHERE app IN ('TELEGRAM', 'FACETIME')",
+        {"sums_not_negative": "table_name=bytes_agg_app_1h, key=TELEGRAM, value_column=sum_app_bytes, value=-5"},
+    ),
+    "aggregates without a batch run": (
+        "DELETE FROM batch_hour_runs",
+        {
+            "row_counts": "expectation=aggregate rows exist only with a run in batch_hour_runs",
+            "antenna_total_equals_valid_bytes": "valid_bytes=0",
+            "app_total_equals_valid_bytes": "valid_bytes=0",
+            "user_total_plus_unknown_equals_valid_bytes": "valid_bytes=0",
+        },
+    ),
+    "more antenna rows than events": (
+        "UPDATE batch_hour_runs SET valid_events = 1",
+        {"row_counts": "expectation=no more antenna, app or user rows than events, antenna_rows=2, app_rows=5, user_rows=3"},
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS, ids=list(CORRUPTIONS))
+def test_a_corrupted_hour_fails_the_check_that_guards_it(hour_dsn, corruption):
+    statement, expected = CORRUPTIONS[corruption]
+    execute(hour_dsn, statement)
+
+    failures = failed_checks(hour_dsn)
+
+    assert set(failures) == set(expected)
+    for name, values in expected.items():
+        assert failures[name].startswith(f"quality check {name} failed: ")
+        assert values in failures[name]
+
+
+def test_the_operator_fails_the_task_naming_the_check_and_the_values(hour_dsn):
+    execute(hour_dsn, CORRUPTIONS["antenna total off by one"][0])
+    operator = QualityChecksOperator(task_id="check_quality", conn_id="platform_postgres", hour=HOUR_PARAM)
+
+    # A failed check is final: retrying would read the same rows.
+    with pytest.raises(AirflowFailException) as failure:
+        operator.execute(context={})
+
+    message = str(failure.value)
+    assert "1 of 8 quality checks failed for hour 2026-11-27T10:00:00+00:00" in message
+    assert "quality check antenna_total_equals_valid_bytes failed: antenna_total=286001, valid_bytes=286000, difference=1" in message
+
+
+def test_the_operator_passes_a_consistent_hour(hour_dsn):
+    operator = QualityChecksOperator(task_id="check_quality", conn_id="platform_postgres", hour=HOUR_PARAM)
+    assert all(operator.execute(context={}).values())
+
+
+def test_the_speed_drift_is_zero_when_the_speed_layer_saw_every_event(hour_dsn):
+    operator = SpeedDriftOperator(task_id="measure_speed_drift", conn_id="platform_postgres", hour=HOUR_PARAM)
+    assert operator.execute(context={}) == {"bytes_agg_antenna_1h": 0, "bytes_agg_app_1h": 0, "bytes_agg_user_1h": 0}
+
+
+def test_the_speed_drift_counts_the_bytes_the_speed_layer_missed(hour_dsn):
+    # Fede's 5000 bytes at 10:07 arrived after the watermark: in the batch totals, not in the windows.
+    execute(hour_dsn, f"DELETE FROM bytes_agg_antenna WHERE antenna_id = '{ANTENNA_B}' AND date = %(hour)s + interval '5 minutes'")
+    execute(hour_dsn, "DELETE FROM bytes_agg_app WHERE app = 'TELEGRAM'")
+    execute(hour_dsn, f"DELETE FROM bytes_agg_user WHERE id = '{FEDE}' AND date = %(hour)s + interval '5 minutes'")
+    # A window of the next hour never counts toward this one.
+    execute(hour_dsn, "INSERT INTO bytes_agg_app VALUES ('SKYPE', %(hour)s + interval '1 hour', 999)")
+    operator = SpeedDriftOperator(task_id="measure_speed_drift", conn_id="platform_postgres", hour=HOUR_PARAM)
+
+    assert operator.execute(context={}) == {"bytes_agg_antenna_1h": 5000, "bytes_agg_app_1h": 5000, "bytes_agg_user_1h": 5000}
+
+
+@pytest.fixture
+def batch_hourly(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import REPO_ROOT
+
+    return DagBag(dag_folder=REPO_ROOT / "dags").dags["batch_hourly"]
+
+
+def run_hour_with_dag_test(dag) -> dict[str, str]:
+    """{task_id: state} of a `dag.test()` run of HOUR, the Spark job marked done instead of run."""
+    # dag.test(logical_date=T) runs the interval that ends at T.
+    run = dag.test(logical_date=HOUR + timedelta(hours=1), mark_success_pattern="wait_for_hour_to_close|run_batch")
+    return {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def test_dag_test_of_batch_hourly_checks_the_hour(hour_dsn, batch_hourly):
+    assert run_hour_with_dag_test(batch_hourly) == dict.fromkeys(
+        ("wait_for_hour_to_close", "run_batch", "measure_speed_drift", "check_quality"), "success"
+    )
+
+    execute(hour_dsn, "DELETE FROM users_over_quota_1h WHERE email = 'fede@gmail.com'")
+    states = run_hour_with_dag_test(batch_hourly)
+
+    assert states["measure_speed_drift"] == "success"
+    assert states["check_quality"] == "failed"

@@ -1,0 +1,122 @@
+"""The batch layer's transformations on small DataFrames, hour boundaries included."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+
+import pytest
+from pyspark.testing import assertDataFrameEqual
+
+from spark_jobs.batch import (
+    compute_hour,
+    events_of_hour,
+    input_totals,
+    last_committed_batch,
+    parse_hour,
+    user_totals,
+    users_over_quota,
+)
+
+HOUR = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
+H = int(HOUR.timestamp())
+RAW_SCHEMA = "bytes long, timestamp long, app string, id string, antenna_id string, batch_id int"
+USERS = [("u1", "u1@gmail.com", 100), ("u2", "u2@gmail.com", 5000)]
+
+
+@pytest.fixture
+def users(spark):
+    return spark.createDataFrame(USERS, "id string, email string, quota long")
+
+
+def test_hour_is_half_open_and_only_committed_batches_count(spark):
+    raw = spark.createDataFrame(
+        [
+            (1, H - 1, "SKYPE", "u1", "a1", 0),
+            (2, H, "SKYPE", "u1", "a1", 0),
+            (4, H + 3599, "SKYPE", "u1", "a1", 1),
+            (8, H + 3600, "SKYPE", "u1", "a1", 1),
+            (16, H + 10, "SKYPE", "u1", "a1", 2),
+        ],
+        RAW_SCHEMA,
+    )
+
+    events = events_of_hour(raw, HOUR, last_committed_batch=1)
+
+    assert sorted(r["bytes"] for r in events.collect()) == [2, 4]
+
+
+def test_user_totals_by_email_and_strictly_over_quota(spark, users):
+    events = events_of_hour(
+        spark.createDataFrame(
+            [(60, H, "SKYPE", "u1", "a1", 0), (40, H + 5, "SKYPE", "u1", "a1", 0),
+             (5000, H, "SKYPE", "u2", "a1", 0), (7, H, "SKYPE", "ghost", "a1", 0)],
+            RAW_SCHEMA,
+        ),
+        HOUR,
+        last_committed_batch=0,
+    )
+    users_with_one_over = spark.createDataFrame([("u1", "u1@gmail.com", 99), ("u2", "u2@gmail.com", 5000)], users.schema)
+
+    totals = user_totals(events, users_with_one_over)
+    over = users_over_quota(totals, users_with_one_over)
+
+    date = datetime(2026, 11, 27, 10)
+    assertDataFrameEqual(
+        totals,
+        spark.createDataFrame([("u1@gmail.com", date, 100), ("u2@gmail.com", date, 5000)], "email string, date timestamp, sum_user_bytes long"),
+    )
+    # u2 is exactly at its quota, which is not over it.
+    assertDataFrameEqual(
+        over, spark.createDataFrame([("u1@gmail.com", date, 99, 100)], "email string, date timestamp, quota long, sum_user_bytes long")
+    )
+
+
+def test_input_totals_count_unknown_devices_apart(spark, users):
+    events = events_of_hour(
+        spark.createDataFrame([(10, H, "SKYPE", "u1", "a1", 0), (3 * 2**31, H, "SKYPE", "ghost", "a2", 0)], RAW_SCHEMA),
+        HOUR,
+        last_committed_batch=0,
+    )
+
+    (row,) = input_totals(events, users).collect()
+
+    assert (row["valid_events"], row["valid_bytes"], row["unknown_device_bytes"]) == (2, 10 + 3 * 2**31, 3 * 2**31)
+
+
+def test_compute_hour_collects_every_table(spark, users):
+    events = events_of_hour(
+        spark.createDataFrame(
+            [(70, H, "SKYPE", "u1", "a1", 0), (50, H + 1, "WHATSAPP", "u1", "a2", 0), (9, H + 2, "SKYPE", "ghost", "a1", 0)],
+            RAW_SCHEMA,
+        ),
+        HOUR,
+        last_committed_batch=0,
+    )
+
+    result = compute_hour(events, users)
+
+    assert sorted(result.antenna) == [("a1", 79), ("a2", 50)]
+    assert sorted(result.app) == [("SKYPE", 79), ("WHATSAPP", 50)]
+    assert result.user == [("u1@gmail.com", 120)]
+    assert result.over_quota == [("u1@gmail.com", 100, 120)]
+    assert (result.valid_events, result.valid_bytes, result.unknown_device_bytes) == (3, 129, 9)
+
+
+def test_last_committed_batch_reads_the_commit_log(spark, tmp_path):
+    assert last_committed_batch(spark, str(tmp_path)) is None
+    (tmp_path / "commits").mkdir()
+    for name in ("0", "1", "7", ".7.crc"):
+        (tmp_path / "commits" / name).write_text("v1")
+
+    assert last_committed_batch(spark, str(tmp_path)) == 7
+
+
+@pytest.mark.parametrize("text", ["2026-11-27T10:30:00Z", "yesterday", "2026-11-27T10:00:01Z"])
+def test_hour_flag_rejects_what_is_not_an_hour_start(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_hour(text)
+
+
+def test_hour_flag_accepts_offsets_as_utc():
+    assert parse_hour("2026-11-27T11:00:00+01:00") == HOUR
