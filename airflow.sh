@@ -31,6 +31,8 @@ export AIRFLOW__CORE__PLUGINS_FOLDER="${AIRFLOW__CORE__PLUGINS_FOLDER:-$REPO/plu
 export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
 # Every time in the platform is UTC; the UI shows it too.
 export AIRFLOW__CORE__DEFAULT_TIMEZONE="${AIRFLOW__CORE__DEFAULT_TIMEZONE:-utc}"
+# The LocalExecutor of `standalone` keeps this many worker processes (default 32): a laptop needs few.
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
 mkdir -p "$AIRFLOW_HOME"
 
 # PG_DSN is a libpq URI (postgresql://user:password@host:port/db); Airflow reads the same URI as a

@@ -10,6 +10,7 @@ run as the `postgres` system user that the Debian package creates.
 from __future__ import annotations
 
 import getpass
+import hashlib
 import glob
 import os
 import pwd
@@ -56,7 +57,25 @@ class PostgresPaths:
 
 
 def paths() -> PostgresPaths:
-    return PostgresPaths(state_dir() / "postgres")
+    """The server's folder: in the state dir, unless the `postgres` user running a root-started
+    server cannot walk down to it (a checkout under /root, say); then one in that user's home,
+    named after the state dir so that two checkouts never share a cluster."""
+    home = state_dir() / "postgres"
+    if runs_as_root() and not reachable_by_others(home):
+        digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+        home = Path(server_user_home()) / f"mobile-usage-platform-{digest}"
+    return PostgresPaths(home)
+
+
+def reachable_by_others(folder: Path) -> bool:
+    return all(parent.stat().st_mode & 0o001 for parent in folder.resolve().parents if parent.exists())
+
+
+def server_user_home() -> str:
+    try:
+        return pwd.getpwnam(SERVER_USER).pw_dir
+    except KeyError:
+        return "/var/lib/postgresql"
 
 
 def is_external() -> bool:

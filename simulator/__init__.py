@@ -6,6 +6,10 @@
     records = list(generate_records(config))          # pure, seeded, no network
     summary = send(records, create_producer(ProducerSettings("localhost:9092")), "devices")
     summary.to_dict()                                 # exact byte totals that Kafka acknowledged
+
+`send_in_parallel(SendJob(...), workers, StopFlag())` spreads the devices over worker processes
+for higher rates; it starts them with multiprocessing's spawn, so a calling script needs the
+usual `if __name__ == "__main__":` guard.
 """
 
 from simulator.generator import (
@@ -21,10 +25,12 @@ from simulator.generator import (
     generate_records,
     unknown_device_id,
 )
+from simulator.parallel import SendJob, send_in_parallel
 from simulator.producer import (
     BrokerUnavailableError,
     DeliveryError,
     ProducerSettings,
+    StopFlag,
     create_producer,
     send,
 )
@@ -38,7 +44,9 @@ __all__ = [
     "Event",
     "ProducerSettings",
     "Record",
+    "SendJob",
     "SimulatorConfig",
+    "StopFlag",
     "TrafficSummary",
     "antenna_id",
     "create_producer",
@@ -47,5 +55,6 @@ __all__ = [
     "generate_events",
     "generate_records",
     "send",
+    "send_in_parallel",
     "unknown_device_id",
 ]

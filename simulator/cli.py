@@ -303,9 +303,10 @@ def _progress_bar(args: argparse.Namespace) -> Iterator[tqdm]:
 def _send(args: argparse.Namespace, stop: StopFlag, progress: tqdm) -> TrafficSummary:
     """Send the whole run, in this process or in worker processes; raises like `send()`."""
     settings = ProducerSettings(bootstrap_servers=args.bootstrap_servers, connect_timeout_seconds=args.connect_timeout)
-    if args.workers > 1:
+    workers = min(args.workers, args.config.devices_per_tick)  # a worker without devices would idle
+    if workers > 1:
         job = SendJob(args.config, settings, args.topic, args.rate, args.window_seconds)
-        return send_in_parallel(job, args.workers, stop, on_progress=None if progress.disable else progress.update)
+        return send_in_parallel(job, workers, stop, on_progress=None if progress.disable else progress.update)
 
     producer = create_producer(settings)
     try:

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from functools import reduce
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -42,6 +43,8 @@ SPEED_TABLES = {
 REQUIRED_TABLES = ("user_metadata", "speed_layer_progress", *(t.name for t in SPEED_TABLES.values()))
 WINDOW_PATTERN = re.compile(r"^\d+ (second|minute|hour)s?$")
 RAW_COLUMNS = (*EVENT_COLUMNS, "kafka_partition", "kafka_offset")
+# Marks the rows of the per-batch result that carry record counts rather than window totals.
+COUNTS_TAG = "__record_counts__"
 
 
 def _window(text: str) -> str:
@@ -122,17 +125,16 @@ class SpeedLayerBatch:
         timings = StepTimer()
         classified = classify_records(records).persist()
         try:
-            with timings.step("read+classify"):
-                valid_count, quarantined_count = self._count(classified)
             events = valid_events(classified)
+            with timings.step("read+aggregate"):
+                # This first job also fills the cache that the writes below read from.
+                increments, valid_count, quarantined_count = self._increments_and_counts(classified, events)
             if valid_count:
                 with timings.step("raw"):
                     self._write_raw(events, batch_id)
             if quarantined_count:
                 with timings.step("quarantine"):
                     self._write_quarantine(quarantine_records(classified), batch_id)
-            with timings.step("aggregate"):
-                increments = self._window_increments(events) if valid_count else {}
             with timings.step("postgres"):
                 applied = postgres.with_retries(
                     lambda: postgres.apply_speed_batch(
@@ -146,11 +148,6 @@ class SpeedLayerBatch:
             batch_id, valid_count, quarantined_count,
             "applied" if applied else "already applied before a restart", timings,
         )
-
-    @staticmethod
-    def _count(classified: DataFrame) -> tuple[int, int]:
-        counts = {row["valid"]: row["count"] for row in classified.groupBy(F.col("reason").isNull().alias("valid")).count().collect()}
-        return counts.get(True, 0), counts.get(False, 0)
 
     def _write_raw(self, events: DataFrame, batch_id: int) -> None:
         # One writer task, so each micro-batch leaves one file per event hour for the batch layer.
@@ -179,8 +176,10 @@ class SpeedLayerBatch:
         rows = postgres.with_retries(lambda: postgres.fetch_users(self.pg_dsn))
         return self.spark.createDataFrame(rows, "id string, email string, quota bigint")
 
-    def _window_increments(self, events: DataFrame) -> dict[postgres.SpeedTable, list[tuple[str, int, int]]]:
-        """All three tables' window totals of this batch, collected in a single Spark job."""
+    def _increments_and_counts(
+        self, classified: DataFrame, events: DataFrame
+    ) -> tuple[dict[postgres.SpeedTable, list[tuple[str, int, int]]], int, int]:
+        """The three tables' window totals and the valid / quarantined counts, in one Spark job."""
         sources: dict[Aggregate, DataFrame] = {
             BY_ANTENNA: events,
             BY_USER: known_users_only(events, self._users()),
@@ -195,12 +194,21 @@ class SpeedLayerBatch:
             )
             for table, source in sources.items()
         ]
-        union = tagged[0].unionByName(tagged[1]).unionByName(tagged[2])
+        counts = classified.groupBy(F.col("reason").isNull().alias("valid")).count().select(
+            F.lit(COUNTS_TAG).alias("table"),
+            F.col("valid").cast("string").alias("key"),
+            F.lit(0).cast("bigint").alias("window_start"),
+            F.col("count").alias("total"),
+        )
         increments: dict[postgres.SpeedTable, list[tuple[str, int, int]]] = {t: [] for t in SPEED_TABLES.values()}
         by_name = {t.name: t for t in SPEED_TABLES.values()}
-        for row in union.collect():
-            increments[by_name[row["table"]]].append((row["key"], row["window_start"], row["total"]))
-        return increments
+        count_of = {"true": 0, "false": 0}
+        for row in reduce(DataFrame.unionByName, tagged, counts).collect():
+            if row["table"] == COUNTS_TAG:
+                count_of[row["key"]] = row["total"]
+            else:
+                increments[by_name[row["table"]]].append((row["key"], row["window_start"], row["total"]))
+        return increments, count_of["true"], count_of["false"]
 
 
 def check_kafka(bootstrap_servers: str, topic: str) -> None:
