@@ -59,4 +59,11 @@ if [[ ! -f "$MIGRATED_MARKER" ]]; then
     touch "$MIGRATED_MARKER"
 fi
 
+# `backfill` finds DAGs in the metadata database, where only a DAG processor (as in `standalone`)
+# puts them: serialize the current files first, so a backfill works on a fresh home and never
+# runs an outdated version of the DAG.
+if [[ "${1:-}" == "backfill" ]]; then
+    "$VENV/bin/airflow" dags reserialize >&2
+fi
+
 exec "$VENV/bin/airflow" "$@"

@@ -38,16 +38,18 @@ POSTGRES_CONN_ID = "platform_postgres"
 START_DATE = pendulum.datetime(2026, 11, 27, tz="UTC")
 MAX_ACTIVE_RUNS = 2
 
-HOUR = "{{ data_interval_start.strftime('%Y-%m-%dT%H:%M:%SZ') }}"
+# The hour is the data interval's start: the batch job's --hour, and %(hour)s of the quality SQL.
+HOUR_FLAG = "{{ data_interval_start.strftime('%Y-%m-%dT%H:%M:%SZ') }}"
 HOUR_START = "{{ data_interval_start.isoformat() }}"
 HOUR_ID = "{{ data_interval_start.strftime('%Y%m%dT%H') }}"
 # Labels and Serverless batch ids allow lowercase letters only.
 HOUR_ID_LOWER = "{{ data_interval_start.strftime('%Y%m%dt%H') }}"
+# Connection POSTGRES_CONN_ID as a libpq URI: the job writes to the database the checks read.
 PG_DSN = "{{ conn.platform_postgres.get_uri() }}"
 LATENESS_MINUTES = "{{ var.value.get('batch_lateness_minutes', 10) }}"
 CODE_URI = "{{ var.value.code_uri }}"
 
-LOCAL_JOB_ARGS = ["--hour", HOUR, "--pg-dsn", PG_DSN]
+LOCAL_JOB_ARGS = ["--hour", HOUR_FLAG, "--pg-dsn", PG_DSN]
 CLOUD_JOB_ARGS = [*LOCAL_JOB_ARGS, "--storage-root", "{{ var.value.storage_root }}"]
 JOB_LABELS = {"pipeline": "batch-hourly", "hour": HOUR_ID_LOWER}
 PYSPARK_CODE = {
@@ -112,9 +114,7 @@ with DAG(
         execution_timeout=timedelta(hours=1),
     )
 
-    measure_speed_drift = SpeedDriftOperator(
-        task_id="measure_speed_drift", conn_id=POSTGRES_CONN_ID, hour=HOUR_START
-    )
+    measure_speed_drift = SpeedDriftOperator(task_id="measure_speed_drift", conn_id=POSTGRES_CONN_ID, hour=HOUR_START)
 
     check_quality = QualityChecksOperator(task_id="check_quality", conn_id=POSTGRES_CONN_ID, hour=HOUR_START)
 

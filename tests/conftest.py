@@ -28,6 +28,8 @@ os.environ.update(
     AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO_ROOT / "plugins"),
     AIRFLOW__CORE__LOAD_EXAMPLES="False",
 )
+# The local runner's Spark master, as ./airflow.sh sets it.
+os.environ.setdefault("AIRFLOW_CONN_SPARK_LOCAL", "spark://local")
 # Airflow puts the plugins folder on sys.path; tests import its helpers before Airflow may have.
 sys.path.append(str(REPO_ROOT / "plugins"))
 

@@ -84,7 +84,8 @@ def measure_speed_drift(connection, hour: str, sql: str | None = None) -> list[d
 
 
 def describe_drift(row: dict[str, Any]) -> str:
-    share = f"{100 * row['drift_bytes'] / row['batch_bytes']:.3f} % of the batch total" if row["batch_bytes"] else "no batch bytes"
+    batch_bytes = row["batch_bytes"]
+    share = f"{100 * row['drift_bytes'] / batch_bytes:.3f} % of the batch total" if batch_bytes else "no batch bytes"
     return (
         f"speed-layer drift {row['batch_table']}: batch {row['batch_bytes']} - speed {row['speed_bytes']}"
         f" = {row['drift_bytes']} bytes ({share}); {row['keys_differing']} of {row['keys']} keys differ"
@@ -125,7 +126,9 @@ class QualityChecksOperator(BaseSQLOperator):
         failures = [outcome for outcome in outcomes if not outcome.passed]
         if failures:
             summary = "\n".join(outcome.describe() for outcome in failures)
-            self._raise_exception(f"{len(failures)} of {len(outcomes)} quality checks failed for hour {self.hour}:\n{summary}")
+            self._raise_exception(
+                f"{len(failures)} of {len(outcomes)} quality checks failed for hour {self.hour}:\n{summary}"
+            )
         return {outcome.name: outcome.passed for outcome in outcomes}
 
 

@@ -11,8 +11,8 @@ from airflow.providers.google.cloud.operators import dataproc as dataproc_operat
 from google.api_core.exceptions import AlreadyExists, NotFound
 from google.cloud import dataproc_v1
 
-from platform_airflow import runners
-from platform_airflow.runners import JOB_FINISHED_STATES, choose_submission
+from platform_airflow import dataproc
+from platform_airflow.dataproc import JOB_FINISHED_STATES, choose_submission
 from tests.dags.conftest import rendered
 
 JOB = "batch-hourly-20261127T10"
@@ -59,7 +59,8 @@ class FakeDataprocApi:
             raise AlreadyExists(f"batch {batch_id}")
         self.batches[batch_id] = "PENDING"
         self.submitted.append(batch_id)
-        return SimpleNamespace(metadata=SimpleNamespace(batch=f"projects/{project_id}/locations/{region}/batches/{batch_id}"))
+        name = f"projects/{project_id}/locations/{region}/batches/{batch_id}"
+        return SimpleNamespace(metadata=SimpleNamespace(batch=name))
 
     def wait_for_batch(self, batch_id, region, project_id, **_):
         self.waited_for.append(batch_id)
@@ -72,7 +73,7 @@ def run_in_gcp(monkeypatch, run_batch_tasks, cloud_config):
     """run(runner, api): execute that runner's run_batch task for the sample hour against `api`."""
 
     def run(runner: str, api: FakeDataprocApi):
-        monkeypatch.setattr(runners, "DataprocHook", lambda **_: api)
+        monkeypatch.setattr(dataproc, "DataprocHook", lambda **_: api)
         monkeypatch.setattr(dataproc_operators, "DataprocHook", lambda **_: api)
         task = rendered(run_batch_tasks[runner])
         pushed = {}
@@ -113,7 +114,9 @@ def test_the_latest_running_submission_is_found_past_finished_ones(run_in_gcp):
 
 
 def test_a_serverless_hour_is_created_once_and_attached_to_while_running(run_in_gcp):
-    fresh, running, failed = FakeDataprocApi(), FakeDataprocApi(batches={f"{BATCH}-1": "RUNNING"}), FakeDataprocApi(batches={f"{BATCH}-1": "FAILED"})
+    fresh = FakeDataprocApi()
+    running = FakeDataprocApi(batches={f"{BATCH}-1": "RUNNING"})
+    failed = FakeDataprocApi(batches={f"{BATCH}-1": "FAILED"})
     for api in (fresh, running, failed):
         run_in_gcp("serverless", api)
     assert fresh.submitted == [f"{BATCH}-1"]

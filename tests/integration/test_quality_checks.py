@@ -9,6 +9,7 @@ import json
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
 
 import psycopg2
 import pytest
@@ -28,21 +29,35 @@ HOUR_PARAM = HOUR.isoformat()
 ANDRES, JUAN, FEDE = (f"00000000-0000-0000-0000-0000000000{n:02d}" for n in (1, 3, 4))
 UNKNOWN_DEVICE = "ffffffff-ffff-ffff-ffff-ffffffffffff"
 ANTENNA_A, ANTENNA_B = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
-# (device, antenna, app, minute of the hour, bytes). Quotas: andres 200000, juan 100000, fede 5000.
-EVENTS = [
-    (FEDE, ANTENNA_A, "SKYPE", 1, 4000),
-    (FEDE, ANTENNA_B, "TELEGRAM", 7, 5000),
-    (ANDRES, ANTENNA_A, "SKYPE", 2, 90000),
-    (ANDRES, ANTENNA_A, "WHATSAPP", 33, 60000),
-    (JUAN, ANTENNA_B, "FACETIME", 12, 70000),
-    (JUAN, ANTENNA_B, "FACEBOOK", 58, 50000),
-    (UNKNOWN_DEVICE, ANTENNA_A, "SKYPE", 20, 7000),
-]
 WINDOW = timedelta(minutes=5)
 HOUR_TABLES = (
     "bytes_agg_antenna_1h", "bytes_agg_app_1h", "bytes_agg_user_1h", "users_over_quota_1h", "batch_hour_runs",
     "bytes_agg_antenna", "bytes_agg_app", "bytes_agg_user",
 )
+
+
+class Event(NamedTuple):
+    device: str
+    antenna: str
+    app: str
+    minute: int
+    bytes: int
+
+    @property
+    def window(self) -> datetime:
+        return HOUR + WINDOW * (self.minute // 5)
+
+
+# Quotas: andres 200000, juan 100000, fede 5000. 286000 bytes in all, 7000 of an unknown device.
+EVENTS = [
+    Event(FEDE, ANTENNA_A, "SKYPE", 1, 4000),
+    Event(FEDE, ANTENNA_B, "TELEGRAM", 7, 5000),
+    Event(ANDRES, ANTENNA_A, "SKYPE", 2, 90000),
+    Event(ANDRES, ANTENNA_A, "WHATSAPP", 33, 60000),
+    Event(JUAN, ANTENNA_B, "FACETIME", 12, 70000),
+    Event(JUAN, ANTENNA_B, "FACEBOOK", 58, 50000),
+    Event(UNKNOWN_DEVICE, ANTENNA_A, "SKYPE", 20, 7000),
+]
 
 
 def sums(pairs) -> dict:
@@ -52,40 +67,42 @@ def sums(pairs) -> dict:
     return dict(totals)
 
 
-def write_hour(dsn: str, events=EVENTS) -> None:
-    """The hour's rows as the batch job and the speed layer write them, computed here with loops."""
-    users = {user_id: (email, quota) for user_id, email, quota in query(dsn, "SELECT id, email, quota FROM user_metadata")}
-    known = [event for event in events if event[0] in users]
-    user_totals = sums((users[device][0], size) for device, _, _, _, size in known)
-    quota_of = {email: quota for email, quota in users.values()}
-
-    def window(minute: int) -> datetime:
-        return HOUR + WINDOW * (minute // 5)
-
-    hour_rows = {
+def rows_of_hour(events: list[Event], users: dict[str, tuple[str, int]]) -> dict[str, list[tuple]]:
+    """{table (columns): rows} as the batch job and the speed layer write them, computed with loops."""
+    user_totals = sums((users[e.device][0], e.bytes) for e in events if e.device in users)
+    quota_of = dict(users.values())
+    return {
         "bytes_agg_antenna_1h (antenna_id, date, sum_antenna_bytes)": [
-            (antenna, HOUR, total) for antenna, total in sums((e[1], e[4]) for e in events).items()
+            (antenna, HOUR, total) for antenna, total in sums((e.antenna, e.bytes) for e in events).items()
         ],
-        "bytes_agg_app_1h (app, date, sum_app_bytes)": [(app, HOUR, total) for app, total in sums((e[2], e[4]) for e in events).items()],
-        "bytes_agg_user_1h (email, date, sum_user_bytes)": [(email, HOUR, total) for email, total in user_totals.items()],
+        "bytes_agg_app_1h (app, date, sum_app_bytes)": [
+            (app, HOUR, total) for app, total in sums((e.app, e.bytes) for e in events).items()
+        ],
+        "bytes_agg_user_1h (email, date, sum_user_bytes)": [
+            (email, HOUR, total) for email, total in user_totals.items()
+        ],
         "users_over_quota_1h (email, date, quota, sum_user_bytes)": [
             (email, HOUR, quota_of[email], total) for email, total in user_totals.items() if total > quota_of[email]
         ],
-        "batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch)": [
-            (HOUR, len(events), sum(e[4] for e in events), sum(e[4] for e in events if e[0] not in users), 0)
-        ],
+        "batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch)": [(
+            HOUR, len(events), sum(e.bytes for e in events), sum(e.bytes for e in events if e.device not in users), 0
+        )],
         "bytes_agg_antenna (antenna_id, date, sum_antenna_bytes)": [
-            (antenna, start, total) for (antenna, start), total in sums(((e[1], window(e[3])), e[4]) for e in events).items()
+            (*key, total) for key, total in sums(((e.antenna, e.window), e.bytes) for e in events).items()
         ],
         "bytes_agg_app (app, date, sum_app_bytes)": [
-            (app, start, total) for (app, start), total in sums(((e[2], window(e[3])), e[4]) for e in events).items()
+            (*key, total) for key, total in sums(((e.app, e.window), e.bytes) for e in events).items()
         ],
         "bytes_agg_user (id, date, sum_user_bytes)": [
-            (device, start, total) for (device, start), total in sums(((e[0], window(e[3])), e[4]) for e in events).items()
+            (*key, total) for key, total in sums(((e.device, e.window), e.bytes) for e in events).items()
         ],
     }
+
+
+def write_hour(dsn: str, events: list[Event] = EVENTS) -> None:
+    users = {user_id: (email, quota) for user_id, email, quota in query(dsn, "SELECT id, email, quota FROM user_metadata")}
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        for table, rows in hour_rows.items():
+        for table, rows in rows_of_hour(events, users).items():
             execute_values(cur, f"INSERT INTO {table} VALUES %s", rows)
     conn.close()
 
@@ -231,8 +248,11 @@ def test_the_operator_fails_the_task_naming_the_check_and_the_values(hour_dsn):
         operator.execute(context={})
 
     message = str(failure.value)
-    assert "1 of 8 quality checks failed for hour 2026-11-27T10:00:00+00:00" in message
-    assert "quality check antenna_total_equals_valid_bytes failed: antenna_total=286001, valid_bytes=286000, difference=1" in message
+    assert f"1 of {len(load_checks())} quality checks failed for hour 2026-11-27T10:00:00+00:00" in message
+    assert (
+        "quality check antenna_total_equals_valid_bytes failed: antenna_total=286001, valid_bytes=286000, difference=1"
+        in message
+    )
 
 
 def test_the_operator_passes_a_consistent_hour(hour_dsn):
@@ -240,21 +260,26 @@ def test_the_operator_passes_a_consistent_hour(hour_dsn):
     assert all(operator.execute(context={}).values())
 
 
+def drift_per_table(drift: int) -> dict[str, int]:
+    return dict.fromkeys(("bytes_agg_antenna_1h", "bytes_agg_app_1h", "bytes_agg_user_1h"), drift)
+
+
 def test_the_speed_drift_is_zero_when_the_speed_layer_saw_every_event(hour_dsn):
     operator = SpeedDriftOperator(task_id="measure_speed_drift", conn_id="platform_postgres", hour=HOUR_PARAM)
-    assert operator.execute(context={}) == {"bytes_agg_antenna_1h": 0, "bytes_agg_app_1h": 0, "bytes_agg_user_1h": 0}
+    assert operator.execute(context={}) == drift_per_table(0)
 
 
 def test_the_speed_drift_counts_the_bytes_the_speed_layer_missed(hour_dsn):
     # Fede's 5000 bytes at 10:07 arrived after the watermark: in the batch totals, not in the windows.
-    execute(hour_dsn, f"DELETE FROM bytes_agg_antenna WHERE antenna_id = '{ANTENNA_B}' AND date = %(hour)s + interval '5 minutes'")
+    window = "date = %(hour)s + interval '5 minutes'"
+    execute(hour_dsn, f"DELETE FROM bytes_agg_antenna WHERE antenna_id = '{ANTENNA_B}' AND {window}")
     execute(hour_dsn, "DELETE FROM bytes_agg_app WHERE app = 'TELEGRAM'")
-    execute(hour_dsn, f"DELETE FROM bytes_agg_user WHERE id = '{FEDE}' AND date = %(hour)s + interval '5 minutes'")
+    execute(hour_dsn, f"DELETE FROM bytes_agg_user WHERE id = '{FEDE}' AND {window}")
     # A window of the next hour never counts toward this one.
     execute(hour_dsn, "INSERT INTO bytes_agg_app VALUES ('SKYPE', %(hour)s + interval '1 hour', 999)")
     operator = SpeedDriftOperator(task_id="measure_speed_drift", conn_id="platform_postgres", hour=HOUR_PARAM)
 
-    assert operator.execute(context={}) == {"bytes_agg_antenna_1h": 5000, "bytes_agg_app_1h": 5000, "bytes_agg_user_1h": 5000}
+    assert operator.execute(context={}) == drift_per_table(5000)
 
 
 @pytest.fixture
