@@ -49,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="throughput runs (the median is reported)")
     parser.add_argument("--latency-rate", type=int, default=10_000, help="events per second in the latency test")
     parser.add_argument("--latency-seconds", type=int, default=60, help="length of the latency test")
+    parser.add_argument("--warmup-seconds", type=int, default=30, help="steady load before the latency test, not measured (JIT, caches)")
     parser.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval in the latency test")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -155,21 +156,24 @@ def throughput(args: argparse.Namespace) -> dict:
 
 
 class SteadyProducer(threading.Thread):
-    """Sends `rate` events/s in 100 ms groups; group g goes to antenna `lat-g`."""
+    """Sends `rate` events/s in 100 ms groups; group g goes to antenna `<prefix>g`. The first
+    `warmup_seconds` use another prefix: sent, processed, but not measured."""
 
-    def __init__(self, topic: str, rate: int, seconds: int, prefix: str):
+    def __init__(self, topic: str, rate: int, seconds: int, prefix: str, warmup_seconds: int = 0):
         super().__init__(daemon=True)
         self.topic, self.rate, self.seconds, self.prefix = topic, rate, seconds, prefix
+        self.warmup_groups = int(warmup_seconds / GROUP_SECONDS)
         self.groups: dict[str, dict] = {}
 
     def run(self) -> None:
         producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers(), acks="all", linger_ms=5)
         per_group = int(self.rate * GROUP_SECONDS)
         start = time.monotonic()
-        for group in range(int(self.seconds / GROUP_SECONDS)):
+        for group in range(self.warmup_groups + int(self.seconds / GROUP_SECONDS)):
             due = start + group * GROUP_SECONDS
             time.sleep(max(0.0, due - time.monotonic()))
-            antenna = f"{self.prefix}{group}"
+            measured = group >= self.warmup_groups
+            antenna = f"{self.prefix if measured else 'warm-up-'}{group}"
             now = int(time.time())
             for i in range(per_group):
                 value = b'{"bytes":%d,"timestamp":%d,"app":"SKYPE","id":"00000000-0000-0000-0000-0000000000%02d","antenna_id":"%s"}' % (
@@ -177,7 +181,8 @@ class SteadyProducer(threading.Thread):
                 )
                 producer.send(self.topic, value)
             producer.flush()
-            self.groups[antenna] = {"sent_at": time.time(), "bytes": per_group * (per_group - 1) // 2}
+            if measured:
+                self.groups[antenna] = {"sent_at": time.time(), "bytes": per_group * (per_group - 1) // 2}
         producer.close()
 
 
@@ -218,9 +223,12 @@ def latency(args: argparse.Namespace) -> dict:
             )
             try:
                 wait_until_running(dsn)
-                producer = SteadyProducer(topic, args.latency_rate, args.latency_seconds, prefix=f"lat-{uuid.uuid4().hex[:4]}-")
+                producer = SteadyProducer(
+                    topic, args.latency_rate, args.latency_seconds, prefix=f"lat-{uuid.uuid4().hex[:4]}-",
+                    warmup_seconds=args.warmup_seconds,
+                )
                 producer.start()
-                samples = poll_visibility(dsn, producer, time.monotonic() + args.latency_seconds + 120)
+                samples = poll_visibility(dsn, producer, time.monotonic() + args.warmup_seconds + args.latency_seconds + 120)
             finally:
                 job.terminate()
                 job.wait(timeout=60)
@@ -230,6 +238,7 @@ def latency(args: argparse.Namespace) -> dict:
     return {
         "rate_events_per_second": args.latency_rate,
         "seconds": args.latency_seconds,
+        "warmup_seconds": args.warmup_seconds,
         "trigger_seconds": args.trigger_seconds,
         "samples": len(samples),
         "p50_seconds": round(statistics.median(samples), 3),

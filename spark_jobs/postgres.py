@@ -30,6 +30,8 @@ class SpeedTable:
     name: str
     key: str
     sum_column: str
+    # Only keys that are ids in user_metadata, checked in the transaction that writes them.
+    known_users_only: bool = False
 
 
 def connect(dsn: str):
@@ -75,12 +77,17 @@ def with_retries(action: Callable[[], T], retries: int = RETRIES, first_delay: f
 
 def _upsert_increment(cur, table: SpeedTable, rows: Sequence[tuple[str, int, int]]) -> None:
     """Add each (key, window start epoch, bytes) to its window's running total."""
+    user_filter = sql.SQL("JOIN user_metadata u ON u.id = v.key") if table.known_users_only else sql.SQL("")
     statement = sql.SQL(
-        "INSERT INTO {table} ({key}, date, {total}) VALUES %s "
+        "INSERT INTO {table} ({key}, date, {total}) "
+        "SELECT v.key, to_timestamp(v.window_start), v.total FROM (VALUES %s) AS v (key, window_start, total) {user_filter} "
         "ON CONFLICT ({key}, date) DO UPDATE SET {total} = {table}.{total} + EXCLUDED.{total}"
-    ).format(table=sql.Identifier(table.name), key=sql.Identifier(table.key), total=sql.Identifier(table.sum_column))
+    ).format(
+        table=sql.Identifier(table.name), key=sql.Identifier(table.key), total=sql.Identifier(table.sum_column),
+        user_filter=user_filter,
+    )
     # Sorted so that two writers never lock the same rows in opposite orders.
-    execute_values(cur, statement, sorted(rows), template="(%s, to_timestamp(%s), %s)", page_size=1000)
+    execute_values(cur, statement, sorted(rows), template="(%s, %s::bigint, %s::bigint)", page_size=1000)
 
 
 def apply_speed_batch(

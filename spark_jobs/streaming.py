@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from common import settings
 from spark_jobs import postgres
-from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, Aggregate, aggregate, known_users_only
+from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_window
 from spark_jobs.events import EVENT_COLUMNS, classify_records, quarantine_records, valid_events
 from spark_jobs.session import build_session
 from spark_jobs.storage import StorageLayout
@@ -37,7 +37,8 @@ log = logging.getLogger("spark_jobs.streaming")
 
 SPEED_TABLES = {
     BY_ANTENNA: postgres.SpeedTable("bytes_agg_antenna", BY_ANTENNA.key, BY_ANTENNA.sum_column),
-    BY_USER: postgres.SpeedTable("bytes_agg_user", BY_USER.key, BY_USER.sum_column),
+    # Enriched with user_metadata as it is upserted: unknown devices count for antennas and apps only.
+    BY_USER: postgres.SpeedTable("bytes_agg_user", BY_USER.key, BY_USER.sum_column, known_users_only=True),
     BY_APP: postgres.SpeedTable("bytes_agg_app", BY_APP.key, BY_APP.sum_column),
 }
 REQUIRED_TABLES = ("user_metadata", "speed_layer_progress", *(t.name for t in SPEED_TABLES.values()))
@@ -120,12 +121,13 @@ class SpeedLayerBatch:
         self._query_id = query_id
         self._query_started.set()
 
-    def __call__(self, records: DataFrame, batch_id: int) -> None:
+    def __call__(self, classified_records: DataFrame, batch_id: int) -> None:
+        """`classified_records`: this micro-batch's records through `classify_records`."""
         self._query_started.wait()
         timings = StepTimer()
-        classified = classify_records(records).persist()
+        classified = classified_records.persist()
+        events = valid_events(classified)
         try:
-            events = valid_events(classified)
             with timings.step("read+aggregate"):
                 # This first job also fills the cache that the writes below read from.
                 increments, valid_count, quarantined_count = self._increments_and_counts(classified, events)
@@ -171,29 +173,13 @@ class SpeedLayerBatch:
             .parquet(self.layout.quarantine)
         )
 
-    def _users(self) -> DataFrame:
-        # Read each batch: a user added to user_metadata counts from the next micro-batch on.
-        rows = postgres.with_retries(lambda: postgres.fetch_users(self.pg_dsn))
-        return self.spark.createDataFrame(rows, "id string, email string, quota bigint")
-
     def _increments_and_counts(
         self, classified: DataFrame, events: DataFrame
     ) -> tuple[dict[postgres.SpeedTable, list[tuple[str, int, int]]], int, int]:
         """The three tables' window totals and the valid / quarantined counts, in one Spark job."""
-        sources: dict[Aggregate, DataFrame] = {
-            BY_ANTENNA: events,
-            BY_USER: known_users_only(events, self._users()),
-            BY_APP: events,
-        }
-        tagged = [
-            aggregate(source, table, self.window).select(
-                F.lit(SPEED_TABLES[table].name).alias("table"),
-                F.col(table.key).alias("key"),
-                F.unix_seconds("date").alias("window_start"),
-                F.col(table.sum_column).alias("total"),
-            )
-            for table, source in sources.items()
-        ]
+        totals = totals_per_window(events, list(SPEED_TABLES), self.window).select(
+            "table", "key", F.unix_seconds("date").alias("window_start"), "total"
+        )
         counts = classified.groupBy(F.col("reason").isNull().alias("valid")).count().select(
             F.lit(COUNTS_TAG).alias("table"),
             F.col("valid").cast("string").alias("key"),
@@ -201,13 +187,13 @@ class SpeedLayerBatch:
             F.col("count").alias("total"),
         )
         increments: dict[postgres.SpeedTable, list[tuple[str, int, int]]] = {t: [] for t in SPEED_TABLES.values()}
-        by_name = {t.name: t for t in SPEED_TABLES.values()}
+        by_key = {aggregate.key: table for aggregate, table in SPEED_TABLES.items()}
         count_of = {"true": 0, "false": 0}
-        for row in reduce(DataFrame.unionByName, tagged, counts).collect():
+        for row in totals.unionByName(counts).collect():
             if row["table"] == COUNTS_TAG:
                 count_of[row["key"]] = row["total"]
             else:
-                increments[by_name[row["table"]]].append((row["key"], row["window_start"], row["total"]))
+                increments[by_key[row["table"]]].append((row["key"], row["window_start"], row["total"]))
         return increments, count_of["true"], count_of["false"]
 
 
@@ -237,7 +223,8 @@ def start_query(spark: SparkSession, args: argparse.Namespace, batch: SpeedLayer
         .load()
         .select("value", "topic", "partition", "offset")
     )
-    writer = records.writeStream.queryName("speed_layer").option("checkpointLocation", checkpoint).foreachBatch(batch)
+    # Classified on the stream, not in each batch: the plan is then built once, not per micro-batch.
+    writer = classify_records(records).writeStream.queryName("speed_layer").option("checkpointLocation", checkpoint).foreachBatch(batch)
     writer = writer.trigger(availableNow=True) if args.available_now else writer.trigger(processingTime=f"{args.trigger_seconds} seconds")
     return writer.start()
 

@@ -73,3 +73,29 @@ def test_unknown_devices_do_not_count_toward_users(spark):
 
     expected = spark.createDataFrame([("u1", ts("2026-11-28 03:00:00"), 10)], "id string, date timestamp, sum_user_bytes long")
     assertDataFrameEqual(totals, expected)
+
+
+def test_totals_per_window_gives_every_table_in_long_form(spark):
+    from spark_jobs.aggregations import BY_APP, totals_per_window
+
+    events = spark.createDataFrame(
+        [
+            (100, "u1", "a1", "SKYPE", ts("2026-11-28 03:00:00")),
+            (200, "u2", "a1", "SKYPE", ts("2026-11-28 03:04:59")),
+            (300, "u1", "a2", "TELEGRAM", ts("2026-11-28 03:05:00")),
+        ],
+        EVENT_SCHEMA,
+    )
+
+    totals = totals_per_window(events, [BY_ANTENNA, BY_USER, BY_APP], "5 minutes")
+
+    w0, w1 = ts("2026-11-28 03:00:00"), ts("2026-11-28 03:05:00")
+    expected = spark.createDataFrame(
+        [
+            ("antenna_id", "a1", w0, 300), ("antenna_id", "a2", w1, 300),
+            ("id", "u1", w0, 100), ("id", "u2", w0, 200), ("id", "u1", w1, 300),
+            ("app", "SKYPE", w0, 300), ("app", "TELEGRAM", w1, 300),
+        ],
+        "table string, key string, date timestamp, total long",
+    )
+    assertDataFrameEqual(totals, expected)
