@@ -1,14 +1,15 @@
 """`make demo`: one simulated hour through the whole local pipeline, then what it computed.
 
 The simulator emits the last complete UTC hour into Kafka (a few malformed records and unknown
-devices included, to show the quarantine), the streaming job drains the topic, and the totals
-of that hour are read back from PostgreSQL.
+devices included, to show the quarantine), the streaming job drains the topic, Airflow runs
+`batch_hourly` for that hour, and both layers' totals are read back from PostgreSQL.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import psycopg2
@@ -22,6 +23,9 @@ PER_ANTENNA = """
 PER_APP = """
     SELECT app, sum(sum_app_bytes) FROM bytes_agg_app
     WHERE date >= %(hour)s AND date < %(hour)s + interval '1 hour' GROUP BY 1 ORDER BY 2 DESC"""
+HOURLY_ANTENNA = "SELECT antenna_id, sum_antenna_bytes FROM bytes_agg_antenna_1h WHERE date = %(hour)s ORDER BY 1"
+HOURLY_APP = "SELECT app, sum_app_bytes FROM bytes_agg_app_1h WHERE date = %(hour)s ORDER BY 2 DESC"
+HOURLY_OVER_QUOTA = "SELECT email, sum_user_bytes, quota FROM users_over_quota_1h WHERE date = %(hour)s ORDER BY 2 DESC"
 PER_USER = """
     SELECT u.email, sum(a.sum_user_bytes), u.quota FROM bytes_agg_user a JOIN user_metadata u USING (id)
     WHERE a.date >= %(hour)s AND a.date < %(hour)s + interval '1 hour' GROUP BY 1, 3 ORDER BY 2 DESC"""
@@ -41,6 +45,26 @@ def print_table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
     widths = [max(len(str(v)) for v in column) for column in zip(header, *rows)] if rows else [len(h) for h in header]
     for row in (header, *rows):
         print("  " + "  ".join(str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w) for v, w in zip(row, widths)))
+
+
+def run_batch_hourly(hour: datetime) -> None:
+    """Through Airflow, as an operator would: `dags test` takes the end of the hour."""
+    end = (hour + timedelta(hours=1)).isoformat()
+    command = [str(Path(__file__).resolve().parents[1] / "airflow.sh"), "dags", "test", "batch_hourly", end]
+    print(f"\n==> batch layer: Airflow DAG batch_hourly for the hour {hour:%H:%M}-{hour + timedelta(hours=1):%H:%M} UTC"
+          f"\n    ./airflow.sh dags test batch_hourly {end}", flush=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(result.stdout[-4000:], result.stderr[-4000:], sep="\n")
+        raise SystemExit("error: batch_hourly failed; its log is above")
+
+
+def query_all(cur, statements: dict[str, str], hour: datetime) -> dict[str, list[tuple]]:
+    results = {}
+    for name, statement in statements.items():
+        cur.execute(statement, {"hour": hour})
+        results[name] = cur.fetchall()
+    return results
 
 
 def main() -> None:
@@ -63,13 +87,12 @@ def main() -> None:
         "--no-progress",
     )
     run_step("draining the topic with the streaming job", "-m", "spark_jobs.streaming", "--available-now")
+    run_batch_hourly(hour)
 
     conn = psycopg2.connect(settings.pg_dsn())
     with conn.cursor() as cur:
-        results = {}
-        for name, statement in (("antenna", PER_ANTENNA), ("app", PER_APP), ("user", PER_USER)):
-            cur.execute(statement, {"hour": hour})
-            results[name] = cur.fetchall()
+        results = query_all(cur, {"antenna": PER_ANTENNA, "app": PER_APP, "user": PER_USER}, hour)
+        hourly = query_all(cur, {"antenna": HOURLY_ANTENNA, "app": HOURLY_APP, "over": HOURLY_OVER_QUOTA}, hour)
         cur.execute("SELECT sum(valid_events), sum(quarantined_events) FROM speed_layer_progress")
         events, quarantined = cur.fetchone()
     conn.close()
@@ -79,6 +102,10 @@ def main() -> None:
     print_table("Bytes per app", ("app", "bytes"), results["app"])
     over = [(email, total, quota, "over quota" if total > quota else "") for email, total, quota in results["user"]]
     print_table("Bytes per user", ("email", "bytes", "quota", ""), over)
+    print(f"\nBatch layer, the exact hour {hour_text} (bytes_agg_*_1h, users_over_quota_1h):")
+    print_table("Bytes per antenna", ("antenna_id", "bytes"), hourly["antenna"])
+    print_table("Bytes per app", ("app", "bytes"), hourly["app"])
+    print_table("Users over their hourly quota", ("email", "bytes", "quota"), hourly["over"])
     layout = StorageLayout(settings.storage_root())
     print(f"\nEvents processed so far: {events} valid, {quarantined} quarantined")
     print(f"Raw Parquet:  {layout.raw}  (partitioned by event_hour, then micro-batch)")

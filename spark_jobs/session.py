@@ -28,6 +28,8 @@ def build_session(app_name: str, master: str | None = None, extra_conf: dict[str
         # Micro-batches are small; the default of 200 shuffle partitions only adds tasks.
         "spark.sql.shuffle.partitions": "4",
         "spark.ui.showConsoleProgress": "false",
+        # An hour holds one folder per micro-batch; listing them on the driver beats a Spark job.
+        "spark.sql.sources.parallelPartitionDiscovery.threshold": "4096",
     }
     jars = local_connector_jars()
     if jars:

@@ -255,6 +255,8 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kafka-python only serves the start-up check, whose failure is reported in one line below.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     args = parse_args(argv)
     try:
         run(args)

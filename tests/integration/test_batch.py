@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+from datetime import datetime, timezone
+
+import psycopg2
 import pytest
 
 from tests.integration.conftest import (
+    REPO_ROOT,
     epoch,
     load_summary,
     query,
@@ -79,3 +85,52 @@ def test_batch_hour_equals_summary_rerun_is_identical_and_empty_hour_writes_noth
 
     assert "no data for hour 2026-11-27T15:00:00Z" in empty.stderr
     assert hourly_tables(scratch_dsn) == expected
+
+
+def dsn_uri(dsn: str) -> str:
+    parts = psycopg2.extensions.parse_dsn(dsn)
+    return f"postgresql://{parts['user']}:{parts['password']}@{parts['host']}:{parts.get('port', 5432)}/{parts['dbname']}"
+
+
+def airflow_dags_test(dsn: str, storage, logical_date: str) -> subprocess.CompletedProcess:
+    """`./airflow.sh dags test`, exactly as an operator types it, against this test's database and storage."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW_CONN_PLATFORM")}
+    env.update(PG_DSN=dsn_uri(dsn), STORAGE_ROOT=str(storage))
+    return subprocess.run(
+        ["./airflow.sh", "dags", "test", "batch_hourly", logical_date],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def test_batch_hourly_dag_computes_the_hour_reruns_identically_and_fails_on_corruption(
+    streamed_hour, scratch_dsn, airflow_db, monkeypatch
+):
+    summary, storage = streamed_hour
+    users = {id_: (email, quota) for id_, email, quota in query(scratch_dsn, "SELECT id, email, quota FROM user_metadata")}
+    expected = hourly_expectations(summary, users)
+
+    # dags test takes the end of the interval: 11:00 runs the hour 10:00-11:00.
+    first = airflow_dags_test(scratch_dsn, storage, "2026-11-27T11:00:00+00:00")
+
+    assert hourly_tables(scratch_dsn) == expected, first.stdout[-3000:] + first.stderr[-3000:]
+    (first_computed_at,) = query(scratch_dsn, "SELECT computed_at FROM batch_hour_runs")[0]
+
+    second = airflow_dags_test(scratch_dsn, storage, "2026-11-27T11:00:00+00:00")
+
+    assert hourly_tables(scratch_dsn) == expected, second.stdout[-3000:] + second.stderr[-3000:]
+    assert query(scratch_dsn, "SELECT computed_at FROM batch_hour_runs")[0][0] > first_computed_at
+
+    # A corrupted row after the batch job: the quality gate must fail the run.
+    with psycopg2.connect(scratch_dsn) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE bytes_agg_app_1h SET sum_app_bytes = sum_app_bytes + 1 WHERE app = 'SKYPE'")
+    conn.close()
+    monkeypatch.setenv("AIRFLOW_CONN_PLATFORM_POSTGRES", dsn_uri(scratch_dsn))
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=REPO_ROOT / "dags").dags["batch_hourly"]
+    run = dag.test(
+        logical_date=datetime(2026, 11, 27, 11, tzinfo=timezone.utc), mark_success_pattern="wait_for_hour_to_close|run_batch"
+    )
+
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["check_quality"] == "failed"

@@ -11,6 +11,7 @@ from pyspark.testing import assertDataFrameEqual
 from spark_jobs.batch import (
     compute_hour,
     events_of_hour,
+    hour_cube,
     input_totals,
     last_committed_batch,
     parse_hour,
@@ -79,7 +80,7 @@ def test_input_totals_count_unknown_devices_apart(spark, users):
         last_committed_batch=0,
     )
 
-    (row,) = input_totals(events, users).collect()
+    (row,) = input_totals(hour_cube(events), users).collect()
 
     assert (row["valid_events"], row["valid_bytes"], row["unknown_device_bytes"]) == (2, 10 + 3 * 2**31, 3 * 2**31)
 

@@ -1,0 +1,448 @@
+"""Benchmark of the batch layer: seconds per million events to recompute one UTC hour.
+
+N events of one hour are written straight to raw Parquet in the streaming job's layout
+(`raw/event_hour=H/batch_id=N/`, one file per micro-batch, 360 micro-batches like a real hour),
+plus one micro-batch that the streaming checkpoint has not committed yet, which every reader
+must skip. Then, against a scratch database:
+
+1. with start-up: `python -m spark_jobs.batch` as a subprocess, wall time (JVM, Spark session,
+   job, PostgreSQL), median of runs;
+2. after start-up: the same job in-process (`spark_jobs.batch.run_with_session`) on one Spark
+   session built beforehand; a first warm-up run is reported apart, then the median of runs;
+3. reference: DuckDB computes the same four aggregates and input totals from the same Parquet
+   files (median of runs), and must agree exactly with what the Spark job wrote to PostgreSQL
+   and with the generator's own totals: the benchmark doubles as a cross-check.
+
+    python -m bench.batch [--events 1000000] [--runs 3]
+
+Figures go to bench/results/batch.json. Needs `make up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import psycopg2
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.streaming import ScratchDatabase
+from simulator import APPS, antenna_id, device_id, unknown_device_id
+from spark_jobs import batch as batch_job
+from spark_jobs import postgres
+from spark_jobs.storage import EVENT_HOUR_FORMAT, StorageLayout
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "bench" / "results" / "batch.json"
+GOAL_SECONDS_PER_MILLION = 2.0
+
+KNOWN_USERS = 20
+# Users 1..18 report all hour long (far over their quota); 19 and 20 only a few small events, so
+# the hour also has users under quota.
+RARE_USERS = (19, 20)
+RARE_EVENTS_PER_USER = 3
+UNKNOWN_DEVICES = 50
+UNKNOWN_SHARE = 0.1
+ANTENNAS = 5
+KAFKA_PARTITIONS = 4
+MAX_BYTES = 10_000  # the simulator's range: uniform in [0, 10000)
+FIRST_BATCH_ID = 1000  # a streaming query that has been running for a while
+
+RAW_SCHEMA = pa.schema([
+    ("bytes", pa.int64()),
+    ("timestamp", pa.int64()),
+    ("app", pa.string()),
+    ("id", pa.string()),
+    ("antenna_id", pa.string()),
+    ("kafka_partition", pa.int32()),
+    ("kafka_offset", pa.int64()),
+])
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.batch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="committed events of the hour")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each mode (the median is reported)")
+    parser.add_argument("--batches", type=int, default=360, help="committed micro-batches (one Parquet file each) the hour is spread over")
+    parser.add_argument("--uncommitted-events", type=int, default=1_000, help="events of one more micro-batch, not yet committed: must be skipped")
+    parser.add_argument("--hour", type=batch_job.parse_hour, default=batch_job.parse_hour("2026-11-27T10:00:00Z"), help="the UTC hour")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the generated events")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.events < 1_000 or args.batches < 1 or args.runs < 1 or args.uncommitted_events < 0:
+        parser.error("need --events >= 1000, --batches >= 1, --runs >= 1, --uncommitted-events >= 0")
+    return args
+
+
+# ---- input ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GeneratedHour:
+    events: int
+    files: int
+    last_committed_batch: int
+    valid_bytes: int
+    unknown_device_bytes: int
+    uncommitted_events: int
+    bytes_on_disk: int
+    seconds: float
+
+
+def _strings(indices: np.ndarray, vocabulary: list[str]) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(vocabulary, pa.string())).dictionary_decode()
+
+
+def _events(rng: np.random.Generator, count: int, hour_start: int) -> tuple[pa.Table, int, int]:
+    """`count` events of the hour in event-time order, their bytes, and the bytes of unknown devices."""
+    frequent = [device_id(n) for n in range(1, KNOWN_USERS + 1) if n not in RARE_USERS]
+    unknown = [unknown_device_id(n) for n in range(1, UNKNOWN_DEVICES + 1)]
+    rare = [device_id(n) for n in RARE_USERS]
+    ids = frequent + unknown + rare
+    weights = np.array([(1 - UNKNOWN_SHARE) / len(frequent)] * len(frequent) + [UNKNOWN_SHARE / len(unknown)] * len(unknown))
+    id_index = rng.choice(len(frequent) + len(unknown), size=count, p=weights / weights.sum())
+    byte_counts = rng.integers(0, MAX_BYTES, size=count, dtype=np.int64)
+    rare_rows = rng.choice(count, size=len(rare) * RARE_EVENTS_PER_USER, replace=False)
+    id_index[rare_rows] = len(frequent) + len(unknown) + np.repeat(np.arange(len(rare)), RARE_EVENTS_PER_USER)
+    partitions = rng.integers(0, KAFKA_PARTITIONS, size=count, dtype=np.int32)
+    offsets = np.zeros(count, dtype=np.int64)
+    for partition in range(KAFKA_PARTITIONS):
+        rows = partitions == partition
+        offsets[rows] = np.arange(rows.sum())
+    unknown_rows = (id_index >= len(frequent)) & (id_index < len(frequent) + len(unknown))
+    table = pa.table(
+        [
+            pa.array(byte_counts),
+            pa.array(hour_start + np.sort(rng.integers(0, 3600, size=count, dtype=np.int64))),
+            _strings(rng.integers(0, len(APPS), size=count), list(APPS)),
+            _strings(id_index, ids),
+            _strings(rng.integers(0, ANTENNAS, size=count), [antenna_id(i) for i in range(ANTENNAS)]),
+            pa.array(partitions),
+            pa.array(offsets),
+        ],
+        schema=RAW_SCHEMA,
+    )
+    return table, int(byte_counts.sum()), int(byte_counts[unknown_rows].sum())
+
+
+def _write_batch(rng: np.random.Generator, hour_folder: Path, batch_id: int, rows: pa.Table) -> int:
+    """One micro-batch's file, named as Spark names the single task's output."""
+    folder = hour_folder / f"batch_id={batch_id}"
+    folder.mkdir(parents=True)
+    path = folder / f"part-00000-{uuid.UUID(bytes=rng.bytes(16))}.c000.snappy.parquet"
+    pq.write_table(rows, path, compression="snappy")
+    return path.stat().st_size
+
+
+def generate_hour(storage: str, hour: datetime, events: int, batches: int, uncommitted_events: int, seed: int) -> GeneratedHour:
+    started = time.monotonic()
+    rng = np.random.default_rng(seed)
+    layout = StorageLayout(storage)
+    hour_folder = Path(layout.raw_hour(hour.strftime(EVENT_HOUR_FORMAT)))
+    hour_start = int(hour.timestamp())
+    table, valid_bytes, unknown_bytes = _events(rng, events, hour_start)
+    # Micro-batch k holds the k-th slice of event time, as a stream read in order would.
+    bounds = [events * k // batches for k in range(batches + 1)]
+    on_disk = sum(
+        _write_batch(rng, hour_folder, FIRST_BATCH_ID + k, table.slice(bounds[k], bounds[k + 1] - bounds[k]))
+        for k in range(batches)
+    )
+    last_committed = FIRST_BATCH_ID + batches - 1
+    files = batches
+    if uncommitted_events:
+        # Being written (or replayed) right now: in the hour's folder, not in the commit log.
+        pending, _, _ = _events(rng, uncommitted_events, hour_start)
+        on_disk += _write_batch(rng, hour_folder, last_committed + 1, pending)
+        files += 1
+    commits = Path(layout.streaming_checkpoint) / "commits"
+    commits.mkdir(parents=True)
+    (commits / str(last_committed)).write_text('v1\n{"nextBatchWatermarkMs":0}')
+    return GeneratedHour(
+        events=events, files=files, last_committed_batch=last_committed,
+        valid_bytes=valid_bytes, unknown_device_bytes=unknown_bytes,
+        uncommitted_events=uncommitted_events, bytes_on_disk=on_disk, seconds=time.monotonic() - started,
+    )
+
+
+# ---- the hour's figures, compared -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HourFigures:
+    """What the batch layer must produce for an hour, in a form every source can be put in."""
+
+    antenna: list[tuple]
+    user: list[tuple]
+    app: list[tuple]
+    over_quota: list[tuple]
+    valid_events: int
+    valid_bytes: int
+    unknown_device_bytes: int
+    last_streaming_batch: int
+
+    @classmethod
+    def of(cls, rows: dict[str, list[tuple]], totals: tuple, last_streaming_batch: int) -> "HourFigures":
+        sorted_rows = {name: sorted(tuple(r) for r in rows[name]) for name in ("antenna", "user", "app", "over_quota")}
+        events, total, unknown = (int(value) for value in totals)
+        return cls(**sorted_rows, valid_events=events, valid_bytes=total, unknown_device_bytes=unknown,
+                   last_streaming_batch=last_streaming_batch)
+
+    def differences(self, other: "HourFigures") -> list[str]:
+        return [
+            f"{name}: {getattr(self, name)!r} != {getattr(other, name)!r}"
+            for name in self.__dataclass_fields__
+            if getattr(self, name) != getattr(other, name)
+        ]
+
+
+def figures_in_postgres(dsn: str, hour: datetime) -> HourFigures:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        rows = {}
+        for table in postgres.HOURLY_TABLES:
+            cur.execute(f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE date = %s", (hour,))
+            rows[table.result_field] = cur.fetchall()
+        cur.execute(
+            "SELECT valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch FROM batch_hour_runs WHERE date = %s",
+            (hour,),
+        )
+        run = cur.fetchone()
+    conn.close()
+    if run is None:
+        raise SystemExit(f"error: the batch job wrote no batch_hour_runs row for {hour:%Y-%m-%dT%H:%M:%SZ}")
+    return HourFigures.of(rows, run[:3], int(run[3]))
+
+
+def check_equal(what: str, expected: HourFigures, actual: HourFigures) -> None:
+    differences = expected.differences(actual)
+    if differences:
+        raise SystemExit(f"error: {what} differs from DuckDB's reference:\n  " + "\n  ".join(differences))
+
+
+def check_generated(reference: HourFigures, generated: GeneratedHour) -> None:
+    expected = (generated.events, generated.valid_bytes, generated.unknown_device_bytes, generated.last_committed_batch)
+    actual = (reference.valid_events, reference.valid_bytes, reference.unknown_device_bytes, reference.last_streaming_batch)
+    if expected != actual:
+        raise SystemExit(f"error: DuckDB's totals {actual} differ from the generated hour's {expected}")
+
+
+# ---- the three modes --------------------------------------------------------------------------
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def duckdb_hour(dsn: str, storage: str, hour: datetime, last_committed: int) -> HourFigures:
+    """The hour as the batch layer defines it, in DuckDB: committed micro-batches of the hour's
+    folder, events in [hour, hour + 1h), devices joined to user_metadata for users and quotas."""
+    users = postgres.fetch_users(dsn)
+    con = duckdb.connect()
+    try:
+        con.execute("SET memory_limit = '2GB'")
+        con.register("users", pa.table({
+            "id": [u[0] for u in users], "email": [u[1] for u in users], "quota": pa.array([u[2] for u in users], pa.int64()),
+        }))
+        files = StorageLayout(storage).raw_hour(hour.strftime(EVENT_HOUR_FORMAT)) + "/batch_id=*/*.parquet"
+        start = int(hour.timestamp())
+        con.execute(
+            "CREATE TEMP TABLE events AS SELECT bytes, app, id, antenna_id "
+            f"FROM read_parquet({_sql_text(files)}, hive_partitioning = true, hive_types = {{'batch_id': BIGINT}}) "
+            f"WHERE batch_id <= {int(last_committed)} AND timestamp >= {start} AND timestamp < {start + 3600}"
+        )
+        user_totals = "SELECT u.email, u.quota, sum(e.bytes)::BIGINT AS total FROM events e JOIN users u USING (id) GROUP BY ALL"
+        rows = {
+            "antenna": con.execute("SELECT antenna_id, sum(bytes)::BIGINT FROM events GROUP BY ALL").fetchall(),
+            "app": con.execute("SELECT app, sum(bytes)::BIGINT FROM events GROUP BY ALL").fetchall(),
+            "user": con.execute(f"SELECT email, total FROM ({user_totals})").fetchall(),
+            "over_quota": con.execute(f"SELECT email, quota, total FROM ({user_totals}) WHERE total > quota").fetchall(),
+        }
+        totals = con.execute(
+            "SELECT count(*), coalesce(sum(e.bytes), 0)::BIGINT, coalesce(sum(e.bytes) FILTER (WHERE u.id IS NULL), 0)::BIGINT "
+            "FROM events e LEFT JOIN users u USING (id)"
+        ).fetchone()
+    finally:
+        con.close()
+    return HourFigures.of(rows, totals, last_committed)
+
+
+def timed(action):
+    started = time.monotonic()
+    value = action()
+    return time.monotonic() - started, value
+
+
+def per_million(seconds: float, events: int) -> float:
+    return round(seconds / (events / 1_000_000), 3)
+
+
+def summary(seconds: list[float], events: int) -> dict:
+    median = statistics.median(seconds)
+    return {
+        "runs_seconds": [round(s, 3) for s in seconds],
+        "median_seconds": round(median, 3),
+        "median_seconds_per_million_events": per_million(median, events),
+    }
+
+
+def with_startup(args: argparse.Namespace, dsn: str, storage: str) -> dict:
+    command = [
+        sys.executable, "-m", "spark_jobs.batch", "--hour", args.hour.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "--pg-dsn", dsn, "--storage-root", storage,
+    ]
+    seconds = []
+    for _ in range(args.runs):
+        elapsed, done = timed(lambda: subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True))
+        if done.returncode != 0:
+            raise SystemExit(f"error: python -m spark_jobs.batch failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        seconds.append(elapsed)
+    return {"command": "python -m spark_jobs.batch --hour H --pg-dsn DSN --storage-root ROOT", **summary(seconds, args.events)}
+
+
+def after_startup(args: argparse.Namespace, dsn: str, storage: str, reference: HourFigures) -> dict:
+    from spark_jobs.session import build_session
+
+    job_args = batch_job.parse_args([
+        "--hour", args.hour.strftime("%Y-%m-%dT%H:%M:%SZ"), "--pg-dsn", dsn, "--storage-root", storage,
+    ])
+    startup, spark = timed(lambda: build_session("bench-batch-layer", "local[*]", {"spark.ui.enabled": "false"}))
+    try:
+        seconds = []
+        for _ in range(1 + args.runs):
+            elapsed, result = timed(lambda: batch_job.run_with_session(spark, job_args))
+            if result is None:
+                raise SystemExit("error: the batch job found no committed events for the hour")
+            check_equal(
+                "the batch job's result",
+                reference,
+                HourFigures.of(
+                    {name: getattr(result, name) for name in ("antenna", "user", "app", "over_quota")},
+                    (result.valid_events, result.valid_bytes, result.unknown_device_bytes),
+                    reference.last_streaming_batch,
+                ),
+            )
+            seconds.append(elapsed)
+    finally:
+        spark.stop()
+    warm_up, measured = seconds[0], seconds[1:]
+    return {
+        "spark_session_startup_seconds": round(startup, 3),
+        "warmup_seconds": round(warm_up, 3),
+        "warmup_seconds_per_million_events": per_million(warm_up, args.events),
+        **summary(measured, args.events),
+    }
+
+
+def duckdb_reference(args: argparse.Namespace, dsn: str, storage: str, last_committed: int) -> tuple[dict, HourFigures]:
+    seconds, figures = [], None
+    for _ in range(args.runs):
+        elapsed, current = timed(lambda: duckdb_hour(dsn, storage, args.hour, last_committed))
+        if figures is not None and current != figures:
+            raise SystemExit("error: two DuckDB runs over the same files disagree")
+        seconds.append(elapsed)
+        figures = current
+    return {
+        "duckdb": duckdb.__version__,
+        "what": "fetch users, read the hour's committed Parquet once into a temp table, four aggregates and input totals; no write",
+        **summary(seconds, args.events),
+    }, figures
+
+
+# ---- main -------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    import pyspark
+
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "pyspark": pyspark.__version__,
+        "pyarrow": pa.__version__,
+        "duckdb": duckdb.__version__,
+    }
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    hour_text = args.hour.strftime("%Y-%m-%dT%H:%M:%SZ")
+    measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with ScratchDatabase() as dsn, tempfile.TemporaryDirectory(prefix="bench-batch-storage-") as storage:
+        generated = generate_hour(storage, args.hour, args.events, args.batches, args.uncommitted_events, args.seed)
+        print(f"generated {generated.events} events of {hour_text} in {generated.files} files ({generated.seconds:.1f} s)", flush=True)
+
+        reference_figures, reference = duckdb_reference(args, dsn, storage, generated.last_committed_batch)
+        check_generated(reference, generated)
+        print(f"duckdb: median {reference_figures['median_seconds']} s", flush=True)
+
+        startup_figures = with_startup(args, dsn, storage)
+        check_equal("PostgreSQL after `python -m spark_jobs.batch`", reference, figures_in_postgres(dsn, args.hour))
+        print(f"spark, with start-up: median {startup_figures['median_seconds']} s", flush=True)
+
+        in_process_figures = after_startup(args, dsn, storage, reference)
+        check_equal("PostgreSQL after the in-process runs", reference, figures_in_postgres(dsn, args.hour))
+        print(f"spark, after start-up: median {in_process_figures['median_seconds']} s", flush=True)
+
+    after = in_process_figures["median_seconds_per_million_events"]
+    results = {
+        "measured_at": measured_at,
+        "machine": machine(),
+        "input": {
+            "hour": hour_text,
+            "events": generated.events,
+            "files": generated.files,
+            "committed_micro_batches": args.batches,
+            "uncommitted_events_skipped": generated.uncommitted_events,
+            "parquet_bytes": generated.bytes_on_disk,
+            "seed": args.seed,
+            "generation_seconds": round(generated.seconds, 2),
+        },
+        "events": generated.events,
+        "files": generated.files,
+        "runs": args.runs,
+        "goal": {
+            "after_startup_seconds_per_million_events_at_most": GOAL_SECONDS_PER_MILLION,
+            "after_startup_seconds_per_million_events": after,
+            "met": after <= GOAL_SECONDS_PER_MILLION,
+        },
+        "spark_with_startup": startup_figures,
+        "spark_after_startup": in_process_figures,
+        "duckdb_reference": reference_figures,
+        "cross_check": {
+            "equal": True,
+            "compared": "DuckDB vs PostgreSQL's *_1h tables and batch_hour_runs (after each mode) vs the generator's totals",
+            "valid_events": reference.valid_events,
+            "valid_bytes": reference.valid_bytes,
+            "unknown_device_bytes": reference.unknown_device_bytes,
+            "antennas": len(reference.antenna),
+            "apps": len(reference.app),
+            "users": len(reference.user),
+            "users_over_quota": len(reference.over_quota),
+            "last_streaming_batch": reference.last_streaming_batch,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
