@@ -40,8 +40,9 @@ demo: up ## simulate traffic, run the pipeline, print what it computed
 test: up ## run the whole test suite against real Kafka, Spark and PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: up ## measure the streaming job; figures go to bench/results/
+bench: up ## measure the streaming and batch jobs; figures go to bench/results/
 	$(PY) -m bench.streaming
+	$(PY) -m bench.batch
 
 clean: down ## stop services and delete local state (data, downloads, checkpoints)
 	rm -rf $(STATE)
