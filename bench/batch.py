@@ -41,7 +41,7 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.streaming import ScratchDatabase
+from services.scratch import scratch_database
 from simulator import APPS, antenna_id, device_id, unknown_device_id
 from spark_jobs import batch as batch_job
 from spark_jobs import postgres
@@ -385,7 +385,7 @@ def main(argv=None) -> None:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     hour_text = args.hour.strftime("%Y-%m-%dT%H:%M:%SZ")
     measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with ScratchDatabase() as dsn, tempfile.TemporaryDirectory(prefix="bench-batch-storage-") as storage:
+    with scratch_database("bench") as dsn, tempfile.TemporaryDirectory(prefix="bench-batch-storage-") as storage:
         generated = generate_hour(storage, args.hour, args.events, args.batches, args.uncommitted_events, args.seed)
         print(f"generated {generated.events} events of {hour_text} in {generated.files} files ({generated.seconds:.1f} s)", flush=True)
 

@@ -33,9 +33,9 @@ from pathlib import Path
 import psycopg2
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from psycopg2 import sql
 
 from common import settings
+from services.scratch import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "streaming.json"
@@ -67,31 +67,6 @@ def delete_topic(name: str) -> None:
     admin.close()
 
 
-class ScratchDatabase:
-    """A migrated database of its own, dropped afterwards."""
-
-    def __init__(self) -> None:
-        self.name = f"bench_{uuid.uuid4().hex[:10]}"
-        params = psycopg2.extensions.parse_dsn(settings.pg_dsn())
-        params["dbname"] = self.name
-        self.dsn = psycopg2.extensions.make_dsn(**params)
-
-    def _admin(self, statement: str) -> None:
-        conn = psycopg2.connect(settings.pg_dsn())
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL(statement).format(sql.Identifier(self.name)))
-        conn.close()
-
-    def __enter__(self) -> str:
-        self._admin("CREATE DATABASE {}")
-        subprocess.run([sys.executable, "-m", "services", "migrate", "--dsn", self.dsn], cwd=REPO_ROOT, check=True, capture_output=True)
-        return self.dsn
-
-    def __exit__(self, *exc) -> None:
-        self._admin("DROP DATABASE {} WITH (FORCE)")
-
-
 def load_events(topic: str, count: int) -> dict:
     started = time.monotonic()
     subprocess.run(
@@ -113,7 +88,7 @@ def drain_once(spark, topic: str, expected_events: int) -> dict:
     from spark_jobs.storage import StorageLayout
     from spark_jobs.streaming import SpeedLayerBatch, start_query
 
-    with ScratchDatabase() as dsn, tempfile.TemporaryDirectory(prefix="bench-storage-") as storage:
+    with scratch_database("bench") as dsn, tempfile.TemporaryDirectory(prefix="bench-storage-") as storage:
         args = streaming_args(topic, dsn, storage, "--available-now")
         batch = SpeedLayerBatch(spark, StorageLayout(storage), dsn, args.window)
         started = time.monotonic()
@@ -214,7 +189,7 @@ def latency(args: argparse.Namespace) -> dict:
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     create_topic(topic)
     try:
-        with ScratchDatabase() as dsn, tempfile.TemporaryDirectory(prefix="bench-storage-") as storage:
+        with scratch_database("bench") as dsn, tempfile.TemporaryDirectory(prefix="bench-storage-") as storage:
             send_warm_up_event(topic)
             job = subprocess.Popen(
                 [sys.executable, "-m", "spark_jobs.streaming", "--topic", topic, "--pg-dsn", dsn, "--storage-root", storage,

@@ -20,7 +20,6 @@ import signal
 import sys
 import threading
 import time
-from functools import reduce
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession

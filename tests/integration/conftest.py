@@ -17,9 +17,9 @@ import psycopg2
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError
-from psycopg2 import sql
 
 from common import settings
+from services.scratch import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOPIC_PARTITIONS = 4
@@ -43,26 +43,11 @@ def topic(kafka_admin):
     kafka_admin.delete_topics([name])
 
 
-def _server_dsn_for(database: str) -> str:
-    base = psycopg2.extensions.parse_dsn(settings.pg_dsn())
-    base["dbname"] = database
-    return psycopg2.extensions.make_dsn(**base)
-
-
 @pytest.fixture
 def scratch_dsn():
     """A freshly migrated database of its own on the PostgreSQL server of PG_DSN."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(settings.pg_dsn())
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = _server_dsn_for(name)
-    subprocess.run([sys.executable, "-m", "services", "migrate", "--dsn", dsn], cwd=REPO_ROOT, check=True, capture_output=True)
-    yield dsn
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-    admin.close()
+    with scratch_database("test") as dsn:
+        yield dsn
 
 
 def query(dsn: str, statement: str, params: tuple = ()) -> list[tuple]:

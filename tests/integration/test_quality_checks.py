@@ -6,7 +6,6 @@ and once through `dag.test()` of batch_hourly itself (its Spark job marked done)
 from __future__ import annotations
 
 import json
-import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
@@ -14,12 +13,10 @@ from typing import NamedTuple
 import psycopg2
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
-from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from common import settings
 from platform_airflow.quality import QualityChecksOperator, SpeedDriftOperator, load_checks, run_checks
-from services.migrate import migrate
+from services.scratch import scratch_database
 from tests.integration.conftest import query
 
 pytestmark = pytest.mark.services
@@ -135,19 +132,8 @@ def airflow_connection(dsn: str) -> str:
 @pytest.fixture(scope="module")
 def module_dsn():
     """One migrated scratch database for the whole module: creating one takes seconds, emptying it none."""
-    name = f"test_quality_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(settings.pg_dsn())
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = psycopg2.extensions.make_dsn(settings.pg_dsn(), dbname=name)
-    try:
-        migrate(dsn)
+    with scratch_database("test_quality") as dsn:
         yield dsn
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.close()
 
 
 @pytest.fixture

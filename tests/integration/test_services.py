@@ -9,8 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
@@ -19,6 +17,7 @@ from kafka import KafkaAdminClient
 from common.settings import REPO_ROOT, kafka_bootstrap_servers, kafka_topic, pg_dsn, spark_jars_dir
 from services import kafka, maven, postgres
 from services.migrate import migrate
+from services.scratch import scratch_database
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(600)]
 
@@ -209,22 +208,16 @@ def test_migrate_of_an_unreachable_database_is_one_line():
 
 
 @pytest.fixture
-def scratch_database(after_first_up):
-    name = f"scratch_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(pg_dsn())
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    yield urlunsplit(urlsplit(pg_dsn())._replace(path=f"/{name}"))
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    admin.close()
+def empty_database(after_first_up):
+    """A database without any schema, for migrate() to start from nothing."""
+    with scratch_database("scratch", migrated=False) as dsn:
+        yield dsn
 
 
-def test_migrate_twice_gives_the_schema_and_users_of_up(scratch_database, after_first_up):
-    migrate(scratch_database)
-    once = schema_of(scratch_database), user_rows(scratch_database)
-    migrate(scratch_database)
+def test_migrate_twice_gives_the_schema_and_users_of_up(empty_database, after_first_up):
+    migrate(empty_database)
+    once = schema_of(empty_database), user_rows(empty_database)
+    migrate(empty_database)
 
-    assert (schema_of(scratch_database), user_rows(scratch_database)) == once
+    assert (schema_of(empty_database), user_rows(empty_database)) == once
     assert once == (after_first_up["schema"], EXPECTED_USER_ROWS)
