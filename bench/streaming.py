@@ -86,11 +86,11 @@ def streaming_args(topic: str, dsn: str, storage: str, *extra: str):
 
 def drain_once(spark, topic: str, expected_events: int) -> dict:
     from spark_jobs.storage import StorageLayout
-    from spark_jobs.streaming import SpeedLayerBatch, start_query
+    from spark_jobs.streaming import speed_layer_batch, start_query
 
     with scratch_database("bench") as dsn, tempfile.TemporaryDirectory(prefix="bench-storage-") as storage:
         args = streaming_args(topic, dsn, storage, "--available-now")
-        batch = SpeedLayerBatch(spark, StorageLayout(storage), dsn, args.window)
+        batch = speed_layer_batch(spark, args, StorageLayout(storage))
         started = time.monotonic()
         query = start_query(spark, args, batch, StorageLayout(storage).streaming_checkpoint)
         batch.set_query_id(str(query.id))

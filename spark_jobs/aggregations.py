@@ -48,18 +48,25 @@ def aggregate(events: DataFrame, table: Aggregate, window_duration: str) -> Data
     return bytes_per_window(events, table.key, window_duration, table.sum_column)
 
 
-def totals_per_window(events: DataFrame, tables: list[Aggregate], window_duration: str) -> DataFrame:
+def totals_per_window(
+    events: DataFrame, tables: list[Aggregate], window_duration: str, count_column: str | None = None
+) -> DataFrame:
     """Several tables' window totals in one pass and one shuffle, in long form:
-    (table = the key column's name, key, date = window start, total).
+    (table = the key column's name, key, date = window start, total, events).
 
-    Each event is fanned out once per table before a single group-by, which costs less per
-    micro-batch than one aggregation (and one shuffle) per table.
+    Each event is fanned out once per table before a single group-by, which costs less than one
+    aggregation (and one shuffle) per table. `events` counts the rows, or sums `count_column`
+    when the rows are already pre-aggregated (the batch layer's hour cube).
     """
     per_table = F.array(
         *[F.struct(F.lit(table.key).alias("table"), F.col(table.key).cast("string").alias("key")) for table in tables]
     )
+    weight = F.col(count_column) if count_column else F.lit(1)
     return (
-        events.select(F.window("event_time", window_duration).start.alias("date"), "bytes", F.explode(per_table).alias("k"))
+        events.select(
+            F.window("event_time", window_duration).start.alias("date"), "bytes", weight.alias("weight"),
+            F.explode(per_table).alias("k"),
+        )
         .groupBy(F.col("k.table").alias("table"), F.col("k.key").alias("key"), "date")
-        .agg(F.sum("bytes").cast("bigint").alias("total"))
+        .agg(F.sum("bytes").cast("bigint").alias("total"), F.sum("weight").cast("bigint").alias("events"))
     )

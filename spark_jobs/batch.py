@@ -2,8 +2,9 @@
 
     python -m spark_jobs.batch --hour 2026-11-27T10:00:00Z
 
-Reads only that hour's partition, and in it only the micro-batches the streaming job has
-committed (its checkpoint's commit log), so a file being written or replayed is never read.
+Reads only that hour's folders, and in them only the micro-batches the streaming job has
+committed (its checkpoint's commit log), so a file being written or replayed is never read: the
+streaming job's compaction of the closed hour, plus the micro-batches after it (raw_hours.py).
 The four `*_1h` tables and the run's input totals are replaced in one transaction: a rerun gives
 identical rows, and readers see the old hour or the new one, never a mix.
 """
@@ -13,15 +14,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from common import settings
-from spark_jobs import postgres
-from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, aggregate, known_users_only
+from spark_jobs import postgres, raw_hours
+from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, totals_per_window
 from spark_jobs.session import build_session
 from spark_jobs.storage import EVENT_HOUR_FORMAT, StorageLayout
 
@@ -77,39 +79,31 @@ def events_of_hour(raw: DataFrame, hour: datetime, last_committed_batch: int) ->
     ).withColumn("event_time", F.timestamp_seconds("timestamp"))
 
 
-def user_totals(events: DataFrame, users: DataFrame) -> DataFrame:
-    """(email, date, sum_user_bytes) for the users in user_metadata."""
-    return aggregate(known_users_only(events, users), BY_EMAIL, HOUR)
-
-
-def users_over_quota(totals: DataFrame, users: DataFrame) -> DataFrame:
-    """The users whose hourly total is strictly above their quota."""
-    return (
-        totals.join(F.broadcast(users.select("email", "quota")), on="email")
-        .where(F.col("sum_user_bytes") > F.col("quota"))
-        .select("email", "date", "quota", "sum_user_bytes")
-    )
-
-
 def hour_cube(events: DataFrame) -> DataFrame:
     """events -> one row per (antenna, app, device) of the hour with its bytes and event count.
 
-    Every hourly total is a sum over these rows, far fewer than the events: the raw files are
-    scanned once, and the shared aggregations run on the cube (`event_time` = the hour start).
+    Far fewer rows than events: the raw files are scanned once, and every total of the hour is a
+    sum over these rows (`event_time` = the hour start).
     """
     return events.groupBy(
         "antenna_id", "app", "id", F.window("event_time", HOUR).start.alias("event_time")
     ).agg(F.sum("bytes").cast("bigint").alias("bytes"), F.count(F.lit(1)).alias("events"))
 
 
-def input_totals(cube: DataFrame, users: DataFrame) -> DataFrame:
-    """One row: events, bytes and unknown devices' bytes, from the cube, not from the aggregates."""
-    known = F.broadcast(users.select("id").withColumn("known", F.lit(True)))
-    return cube.join(known, on="id", how="left").agg(
-        F.coalesce(F.sum("events"), F.lit(0)).cast("bigint").alias("valid_events"),
-        F.coalesce(F.sum("bytes"), F.lit(0)).cast("bigint").alias("valid_bytes"),
-        F.coalesce(F.sum(F.when(F.col("known").isNull(), F.col("bytes"))), F.lit(0)).cast("bigint").alias("unknown_device_bytes"),
-    )
+def hour_totals(events: DataFrame, users: DataFrame) -> DataFrame:
+    """(table, key, date, total, events) per antenna_id, app and email: the whole hour in one Spark
+    job over one scan, through the speed layer's long-form aggregation.
+
+    Devices missing from user_metadata land under email = null: that row is the unknown devices'
+    bytes, which count for antennas and apps but for no user.
+    """
+    with_emails = hour_cube(events).join(F.broadcast(users.select("id", "email")), on="id", how="left")
+    return totals_per_window(with_emails, [BY_ANTENNA, BY_APP, BY_EMAIL], HOUR, count_column="events")
+
+
+def users_over_quota(user_bytes: list[tuple[str, int]], quotas: dict[str, int]) -> list[tuple[str, int, int]]:
+    """(email, quota, sum_user_bytes) of the users strictly above their hourly quota."""
+    return [(email, quotas[email], total) for email, total in user_bytes if total > quotas[email]]
 
 
 @dataclass(frozen=True)
@@ -124,32 +118,25 @@ class HourResult:
 
 
 def compute_hour(events: DataFrame, users: DataFrame) -> HourResult:
-    """Collect the hour's aggregates (a few dozen rows, written by the driver) from one scan."""
-    cube = hour_cube(events).persist()
-    try:
-        totals = user_totals(cube, users)
-        inputs = input_totals(cube, users).first()
-        as_rows = lambda frame, *columns: [tuple(row) for row in frame.select(*columns).collect()]  # noqa: E731
-        return HourResult(
-            antenna=as_rows(aggregate(cube, BY_ANTENNA, HOUR), "antenna_id", "sum_antenna_bytes"),
-            user=as_rows(totals, "email", "sum_user_bytes"),
-            app=as_rows(aggregate(cube, BY_APP, HOUR), "app", "sum_app_bytes"),
-            over_quota=as_rows(users_over_quota(totals, users), "email", "quota", "sum_user_bytes"),
-            valid_events=inputs["valid_events"],
-            valid_bytes=inputs["valid_bytes"],
-            unknown_device_bytes=inputs["unknown_device_bytes"],
-        )
-    finally:
-        cube.unpersist()
+    """The hour's aggregates: a few dozen rows, collected once and written by the driver."""
+    rows: dict[str, list] = defaultdict(list)
+    for row in hour_totals(events, users).collect():
+        rows[row["table"]].append(row)
+    user_bytes = [(row["key"], row["total"]) for row in rows[BY_EMAIL.key] if row["key"] is not None]
+    quotas = {row["email"]: row["quota"] for row in users.select("email", "quota").collect()}
+    antenna = [(row["key"], row["total"]) for row in rows[BY_ANTENNA.key]]
+    return HourResult(
+        antenna=antenna,
+        user=user_bytes,
+        app=[(row["key"], row["total"]) for row in rows[BY_APP.key]],
+        over_quota=users_over_quota(user_bytes, quotas),
+        valid_events=sum(row["events"] for row in rows[BY_ANTENNA.key]),
+        valid_bytes=sum(total for _, total in antenna),
+        unknown_device_bytes=sum(row["total"] for row in rows[BY_EMAIL.key] if row["key"] is None),
+    )
 
 
 # ---- storage --------------------------------------------------------------------------------
-
-
-def _hadoop_path(spark: SparkSession, location: str):
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(location)
-    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
 
 def last_committed_batch(spark: SparkSession, checkpoint: str) -> int | None:
@@ -158,20 +145,8 @@ def last_committed_batch(spark: SparkSession, checkpoint: str) -> int | None:
     Batches commit in order and a batch is replayed only while it is uncommitted, so every
     batch id up to this one is final. None when the streaming job never committed a batch.
     """
-    commits, fs = _hadoop_path(spark, f"{checkpoint.rstrip('/')}/commits")
-    if not fs.exists(commits):
-        return None
-    ids = [int(status.getPath().getName()) for status in fs.listStatus(commits) if status.getPath().getName().isdigit()]
-    return max(ids, default=None)
-
-
-def read_raw_hour(spark: SparkSession, layout: StorageLayout, hour: datetime) -> DataFrame | None:
-    location = layout.raw_hour(hour.strftime(EVENT_HOUR_FORMAT))
-    path, fs = _hadoop_path(spark, location)
-    if not fs.exists(path):
-        return None
-    # Only this hour's folder is listed: partition pruning by path, never a scan of raw/.
-    return spark.read.option("basePath", layout.raw).parquet(location)
+    names = raw_hours.child_names(spark, f"{checkpoint.rstrip('/')}/commits")
+    return max((int(name) for name in names if name.isdigit()), default=None)
 
 
 # ---- the job --------------------------------------------------------------------------------
@@ -189,7 +164,7 @@ def run_with_session(spark: SparkSession, args: argparse.Namespace) -> HourResul
     checkpoint = args.checkpoint or layout.streaming_checkpoint
     hour_text = args.hour.strftime("%Y-%m-%dT%H:%M:%SZ")
     committed = last_committed_batch(spark, checkpoint)
-    raw = read_raw_hour(spark, layout, args.hour) if committed is not None else None
+    raw = raw_hours.read_hour(spark, layout, args.hour.strftime(EVENT_HOUR_FORMAT), committed) if committed is not None else None
     if raw is None:
         log.warning("no data for hour %s under %s: nothing written", hour_text, layout.raw)
         return None

@@ -1,12 +1,13 @@
 """Where the streaming job keeps its files under STORAGE_ROOT (a local folder or gs://...).
 
     raw/event_hour=YYYY-MM-DD-HH/batch_id=N/part-*.parquet   valid events of micro-batch N
+    compacted/event_hour=YYYY-MM-DD-HH/through_batch=N/       one closed hour's batches up to N, in one file
     quarantine/batch_id=N/part-*.parquet                       rejected records of micro-batch N
     checkpoints/streaming/                                     Spark's offsets and commits
 
 A micro-batch rewrites exactly its own `batch_id=N` folders, so replaying it after a crash
 replaces its files instead of adding to them; Spark's commit log under the checkpoint says which
-batches are final, and readers of raw/ keep to those.
+batches are final, and readers of raw/ keep to those (spark_jobs/raw_hours.py reads an hour).
 """
 
 from __future__ import annotations
@@ -38,3 +39,12 @@ class StorageLayout:
 
     def raw_hour(self, event_hour: str) -> str:
         return self._path("raw", f"event_hour={event_hour}")
+
+    def raw_batch(self, event_hour: str, batch_id: int) -> str:
+        return self._path("raw", f"event_hour={event_hour}", f"batch_id={batch_id}")
+
+    def compacted_hour(self, event_hour: str) -> str:
+        return self._path("compacted", f"event_hour={event_hour}")
+
+    def compaction(self, event_hour: str, through_batch: int) -> str:
+        return self._path("compacted", f"event_hour={event_hour}", f"through_batch={through_batch}")

@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from datetime import timedelta
 
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
@@ -28,7 +29,8 @@ from pyspark.sql import functions as F
 from common import settings
 from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_window
-from spark_jobs.events import EVENT_COLUMNS, classify_records, quarantine_records, valid_events
+from spark_jobs.events import classify_records, quarantine_records, valid_events
+from spark_jobs.raw_hours import RAW_COLUMNS, ClosedHourCompaction
 from spark_jobs.session import build_session
 from spark_jobs.storage import StorageLayout
 
@@ -42,9 +44,9 @@ SPEED_TABLES = {
 }
 REQUIRED_TABLES = ("user_metadata", "speed_layer_progress", *(t.name for t in SPEED_TABLES.values()))
 WINDOW_PATTERN = re.compile(r"^\d+ (second|minute|hour)s?$")
-RAW_COLUMNS = (*EVENT_COLUMNS, "kafka_partition", "kafka_offset")
-# Marks the rows of the per-batch result that carry record counts rather than window totals.
-COUNTS_TAG = "__record_counts__"
+# Mark the rows of the per-batch result that carry record counts rather than window totals.
+HOURS_TAG = "__events_per_hour__"
+QUARANTINED_TAG = "__quarantined__"
 
 
 def _window(text: str) -> str:
@@ -57,6 +59,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must not be negative")
     return value
 
 
@@ -82,6 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-offsets-per-trigger", type=_positive_int, default=500_000, help="cap on records per micro-batch")
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default="earliest", help="where a new checkpoint starts reading")
     parser.add_argument("--available-now", action="store_true", help="process what the topic holds now, then exit")
+    parser.add_argument(
+        "--compact-after-minutes", type=_non_negative_float, default=5.0,
+        help="compact an hour's raw files into one this long after the hour ends (default: 5; before batch_hourly's lateness)",
+    )
     parser.add_argument("--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)")
     return parser.parse_args(argv)
 
@@ -107,11 +120,12 @@ class StepTimer:
 class SpeedLayerBatch:
     """The body of every micro-batch. Each step is idempotent for a given batch id."""
 
-    def __init__(self, spark: SparkSession, layout: StorageLayout, pg_dsn: str, window: str):
+    def __init__(self, spark: SparkSession, layout: StorageLayout, pg_dsn: str, window: str, compaction: ClosedHourCompaction):
         self.spark = spark
         self.layout = layout
         self.pg_dsn = pg_dsn
         self.window = window
+        self.compaction = compaction
         self._query_id: str | None = None
         self._query_started = threading.Event()
 
@@ -129,7 +143,7 @@ class SpeedLayerBatch:
         try:
             with timings.step("read+aggregate"):
                 # This first job also fills the cache that the writes below read from.
-                increments, valid_count, quarantined_count = self._increments_and_counts(classified, events)
+                increments, valid_count, quarantined_count, event_hours = self._increments_and_counts(classified, events)
             if valid_count:
                 with timings.step("raw"):
                     self._write_raw(events, batch_id)
@@ -144,10 +158,16 @@ class SpeedLayerBatch:
                 )
         finally:
             classified.unpersist()
+        # After the speed tables, so a compaction (once an hour) never delays their update. Hours
+        # this batch wrote to wait for a batch that does not: a backlog compacts each hour once.
+        self.compaction.wrote(event_hours, batch_id)
+        with timings.step("compaction"):
+            compacted = self.compaction.compact_closed_hours(batch_id)
         log.info(
-            "batch %d: %d events, %d quarantined, %s (%s)",
+            "batch %d: %d events, %d quarantined, %s%s (%s)",
             batch_id, valid_count, quarantined_count,
-            "applied" if applied else "already applied before a restart", timings,
+            "applied" if applied else "already applied before a restart",
+            f", compacted hours {', '.join(compacted)}" if compacted else "", timings,
         )
 
     def _write_raw(self, events: DataFrame, batch_id: int) -> None:
@@ -174,26 +194,37 @@ class SpeedLayerBatch:
 
     def _increments_and_counts(
         self, classified: DataFrame, events: DataFrame
-    ) -> tuple[dict[postgres.SpeedTable, list[tuple[str, int, int]]], int, int]:
-        """The three tables' window totals and the valid / quarantined counts, in one Spark job."""
+    ) -> tuple[dict[postgres.SpeedTable, list[tuple[str, int, int]]], int, int, set[str]]:
+        """The three tables' window totals, the valid / quarantined counts and the event hours the
+        valid records fall in, in one Spark job."""
         totals = totals_per_window(events, list(SPEED_TABLES), self.window).select(
             "table", "key", F.unix_seconds("date").alias("window_start"), "total"
         )
-        counts = classified.groupBy(F.col("reason").isNull().alias("valid")).count().select(
-            F.lit(COUNTS_TAG).alias("table"),
-            F.col("valid").cast("string").alias("key"),
-            F.lit(0).cast("bigint").alias("window_start"),
-            F.col("count").alias("total"),
+        counts = events.groupBy("event_hour").count().select(
+            F.lit(HOURS_TAG).alias("table"), F.col("event_hour").alias("key"),
+            F.lit(0).cast("bigint").alias("window_start"), F.col("count").alias("total"),
+        ).unionByName(
+            classified.where(F.col("reason").isNotNull()).groupBy().count().select(
+                F.lit(QUARANTINED_TAG).alias("table"), F.lit("").alias("key"),
+                F.lit(0).cast("bigint").alias("window_start"), F.col("count").alias("total"),
+            )
         )
         increments: dict[postgres.SpeedTable, list[tuple[str, int, int]]] = {t: [] for t in SPEED_TABLES.values()}
         by_key = {aggregate.key: table for aggregate, table in SPEED_TABLES.items()}
-        count_of = {"true": 0, "false": 0}
+        events_per_hour, quarantined = {}, 0
         for row in totals.unionByName(counts).collect():
-            if row["table"] == COUNTS_TAG:
-                count_of[row["key"]] = row["total"]
+            if row["table"] == HOURS_TAG:
+                events_per_hour[row["key"]] = row["total"]
+            elif row["table"] == QUARANTINED_TAG:
+                quarantined = row["total"]
             else:
                 increments[by_key[row["table"]]].append((row["key"], row["window_start"], row["total"]))
-        return increments, count_of["true"], count_of["false"]
+        return increments, sum(events_per_hour.values()), quarantined, set(events_per_hour)
+
+
+def speed_layer_batch(spark: SparkSession, args: argparse.Namespace, layout: StorageLayout) -> SpeedLayerBatch:
+    compaction = ClosedHourCompaction(spark, layout, timedelta(minutes=args.compact_after_minutes))
+    return SpeedLayerBatch(spark, layout, args.pg_dsn, args.window, compaction)
 
 
 def check_kafka(bootstrap_servers: str, topic: str) -> None:
@@ -239,7 +270,7 @@ def run(args: argparse.Namespace) -> None:
     layout = StorageLayout(args.storage_root)
     checkpoint = args.checkpoint or layout.streaming_checkpoint
     spark = build_session("speed-layer", args.master)
-    batch = SpeedLayerBatch(spark, layout, args.pg_dsn, args.window)
+    batch = speed_layer_batch(spark, args, layout)
     query = start_query(spark, args, batch, checkpoint)
     batch.set_query_id(str(query.id))
     stop_on_sigterm(query)

@@ -92,10 +92,28 @@ def test_totals_per_window_gives_every_table_in_long_form(spark):
     w0, w1 = ts("2026-11-28 03:00:00"), ts("2026-11-28 03:05:00")
     expected = spark.createDataFrame(
         [
-            ("antenna_id", "a1", w0, 300), ("antenna_id", "a2", w1, 300),
-            ("id", "u1", w0, 100), ("id", "u2", w0, 200), ("id", "u1", w1, 300),
-            ("app", "SKYPE", w0, 300), ("app", "TELEGRAM", w1, 300),
+            ("antenna_id", "a1", w0, 300, 2), ("antenna_id", "a2", w1, 300, 1),
+            ("id", "u1", w0, 100, 1), ("id", "u2", w0, 200, 1), ("id", "u1", w1, 300, 1),
+            ("app", "SKYPE", w0, 300, 2), ("app", "TELEGRAM", w1, 300, 1),
         ],
-        "table string, key string, date timestamp, total long",
+        "table string, key string, date timestamp, total long, events long",
+    )
+    assertDataFrameEqual(totals, expected)
+
+
+def test_totals_per_window_sums_the_count_column_of_pre_aggregated_rows(spark):
+    from spark_jobs.aggregations import totals_per_window
+
+    cube = spark.createDataFrame(
+        [(100, 3, "a1", ts("2026-11-28 03:00:00")), (50, 2, "a1", ts("2026-11-28 03:00:00")), (7, 1, None, ts("2026-11-28 03:00:00"))],
+        "bytes long, events long, antenna_id string, event_time timestamp",
+    )
+
+    totals = totals_per_window(cube, [BY_ANTENNA], "1 hour", count_column="events")
+
+    hour = ts("2026-11-28 03:00:00")
+    expected = spark.createDataFrame(
+        [("antenna_id", "a1", hour, 150, 5), ("antenna_id", None, hour, 7, 1)],
+        "table string, key string, date timestamp, total long, events long",
     )
     assertDataFrameEqual(totals, expected)

@@ -8,16 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from pyspark.testing import assertDataFrameEqual
 
-from spark_jobs.batch import (
-    compute_hour,
-    events_of_hour,
-    hour_cube,
-    input_totals,
-    last_committed_batch,
-    parse_hour,
-    user_totals,
-    users_over_quota,
-)
+from spark_jobs.batch import compute_hour, events_of_hour, last_committed_batch, parse_hour, users_over_quota
 
 HOUR = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
 H = int(HOUR.timestamp())
@@ -47,42 +38,35 @@ def test_hour_is_half_open_and_only_committed_batches_count(spark):
     assert sorted(r["bytes"] for r in events.collect()) == [2, 4]
 
 
-def test_user_totals_by_email_and_strictly_over_quota(spark, users):
+def test_users_strictly_over_quota_only():
+    quotas = {"u1@gmail.com": 99, "u2@gmail.com": 5000, "u3@gmail.com": 10}
+
+    over = users_over_quota([("u1@gmail.com", 100), ("u2@gmail.com", 5000), ("u3@gmail.com", 0)], quotas)
+
+    # u2 is exactly at its quota, which is not over it.
+    assert over == [("u1@gmail.com", 99, 100)]
+
+
+def test_compute_hour_sums_users_by_email_and_counts_unknown_devices_apart(spark):
+    users = spark.createDataFrame(
+        [("u1", "u1@gmail.com", 99), ("u1-tablet", "u1@gmail.com", 99), ("u2", "u2@gmail.com", 5000)],
+        "id string, email string, quota long",
+    )
     events = events_of_hour(
         spark.createDataFrame(
-            [(60, H, "SKYPE", "u1", "a1", 0), (40, H + 5, "SKYPE", "u1", "a1", 0),
-             (5000, H, "SKYPE", "u2", "a1", 0), (7, H, "SKYPE", "ghost", "a1", 0)],
+            [(60, H, "SKYPE", "u1", "a1", 0), (40, H + 5, "SKYPE", "u1-tablet", "a1", 0),
+             (5000, H, "SKYPE", "u2", "a1", 0), (3 * 2**31, H, "SKYPE", "ghost", "a2", 0)],
             RAW_SCHEMA,
         ),
         HOUR,
         last_committed_batch=0,
     )
-    users_with_one_over = spark.createDataFrame([("u1", "u1@gmail.com", 99), ("u2", "u2@gmail.com", 5000)], users.schema)
 
-    totals = user_totals(events, users_with_one_over)
-    over = users_over_quota(totals, users_with_one_over)
+    result = compute_hour(events, users)
 
-    date = datetime(2026, 11, 27, 10)
-    assertDataFrameEqual(
-        totals,
-        spark.createDataFrame([("u1@gmail.com", date, 100), ("u2@gmail.com", date, 5000)], "email string, date timestamp, sum_user_bytes long"),
-    )
-    # u2 is exactly at its quota, which is not over it.
-    assertDataFrameEqual(
-        over, spark.createDataFrame([("u1@gmail.com", date, 99, 100)], "email string, date timestamp, quota long, sum_user_bytes long")
-    )
-
-
-def test_input_totals_count_unknown_devices_apart(spark, users):
-    events = events_of_hour(
-        spark.createDataFrame([(10, H, "SKYPE", "u1", "a1", 0), (3 * 2**31, H, "SKYPE", "ghost", "a2", 0)], RAW_SCHEMA),
-        HOUR,
-        last_committed_batch=0,
-    )
-
-    (row,) = input_totals(hour_cube(events), users).collect()
-
-    assert (row["valid_events"], row["valid_bytes"], row["unknown_device_bytes"]) == (2, 10 + 3 * 2**31, 3 * 2**31)
+    assert sorted(result.user) == [("u1@gmail.com", 100), ("u2@gmail.com", 5000)]
+    assert result.over_quota == [("u1@gmail.com", 99, 100)]
+    assert (result.valid_events, result.valid_bytes, result.unknown_device_bytes) == (4, 5100 + 3 * 2**31, 3 * 2**31)
 
 
 def test_compute_hour_collects_every_table(spark, users):

@@ -1,0 +1,175 @@
+"""One event hour of raw data: reading exactly its committed events, and compacting it.
+
+The streaming job writes one small file per micro-batch and event hour; an hour of a 2-second
+trigger is 1,800 of them, and opening them costs the batch layer more than summing their rows.
+So once an hour has closed the streaming job compacts it into one file, in a folder that names
+the newest micro-batch it covers:
+
+    compacted/event_hour=H/through_batch=N/part-*.parquet + _SUCCESS
+
+Spark writes `_SUCCESS` after every file is in place, so a folder without it (a compaction cut
+short) is never read. A reader of hour H up to the committed batch C takes the newest complete
+compaction with N <= C, plus the raw micro-batch folders with N < batch_id <= C: late events
+that arrived after the compaction still count, and nothing is read twice. Compaction never
+deletes: the micro-batch files stay until the storage's retention removes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from functools import reduce
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from spark_jobs.events import EVENT_COLUMNS
+from spark_jobs.storage import EVENT_HOUR_FORMAT, StorageLayout
+
+log = logging.getLogger("spark_jobs.raw_hours")
+
+RAW_COLUMNS = (*EVENT_COLUMNS, "kafka_partition", "kafka_offset")
+HOUR_COLUMNS = (*RAW_COLUMNS, "batch_id")
+SUCCESS_MARKER = "_SUCCESS"
+BATCH_PREFIX = "batch_id="
+COMPACTION_PREFIX = "through_batch="
+
+
+# ---- files ------------------------------------------------------------------------------------
+
+
+def _filesystem(spark: SparkSession, location: str):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def exists(spark: SparkSession, location: str) -> bool:
+    path, fs = _filesystem(spark, location)
+    return fs.exists(path)
+
+
+def child_names(spark: SparkSession, location: str) -> list[str]:
+    """Names in a folder (local or gs://), or none when it does not exist: one listing call."""
+    path, fs = _filesystem(spark, location)
+    if not fs.exists(path):
+        return []
+    return [status.getPath().getName() for status in fs.listStatus(path)]
+
+
+def _numbers(names: list[str], prefix: str) -> list[int]:
+    suffixes = (name[len(prefix):] for name in names if name.startswith(prefix))
+    return [int(suffix) for suffix in suffixes if suffix.isdigit()]
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+
+def newest_compaction(spark: SparkSession, layout: StorageLayout, event_hour: str, through_batch: int) -> int | None:
+    """The newest complete compaction of the hour covering no batch after `through_batch`."""
+    candidates = sorted(
+        (n for n in _numbers(child_names(spark, layout.compacted_hour(event_hour)), COMPACTION_PREFIX) if n <= through_batch),
+        reverse=True,
+    )
+    return next(
+        (n for n in candidates if exists(spark, f"{layout.compaction(event_hour, n)}/{SUCCESS_MARKER}")),
+        None,
+    )
+
+
+def raw_batches(spark: SparkSession, layout: StorageLayout, event_hour: str, after: int, through: int) -> list[int]:
+    """The hour's micro-batch folders with after < batch_id <= through."""
+    return sorted(n for n in _numbers(child_names(spark, layout.raw_hour(event_hour)), BATCH_PREFIX) if after < n <= through)
+
+
+def read_hour(spark: SparkSession, layout: StorageLayout, event_hour: str, through_batch: int) -> DataFrame | None:
+    """Every raw row of the hour from micro-batches up to `through_batch`, each exactly once
+    (HOUR_COLUMNS), or None when there is none. Only this hour's folders are listed."""
+    compacted = newest_compaction(spark, layout, event_hour, through_batch)
+    parts = []
+    if compacted is not None:
+        parts.append(spark.read.parquet(layout.compaction(event_hour, compacted)))
+    batches = raw_batches(spark, layout, event_hour, after=-1 if compacted is None else compacted, through=through_batch)
+    if batches:
+        # basePath turns the folder names back into the batch_id column.
+        parts.append(spark.read.option("basePath", layout.raw).parquet(*(layout.raw_batch(event_hour, n) for n in batches)))
+    if not parts:
+        return None
+    columns = [F.col(c).cast("bigint").alias(c) if c == "batch_id" else F.col(c) for c in HOUR_COLUMNS]
+    return reduce(DataFrame.unionByName, (part.select(*columns) for part in parts))
+
+
+# ---- compacting -------------------------------------------------------------------------------
+
+
+def compact_hour(spark: SparkSession, layout: StorageLayout, event_hour: str, through_batch: int) -> bool:
+    """Rewrite the hour up to `through_batch` (committed batches only) as one file.
+
+    Idempotent: a complete compaction through the same batch is kept, so replaying the
+    micro-batch that ran it changes nothing. Returns whether it wrote one.
+    """
+    target = layout.compaction(event_hour, through_batch)
+    if exists(spark, f"{target}/{SUCCESS_MARKER}"):
+        return False
+    rows = read_hour(spark, layout, event_hour, through_batch)
+    if rows is None:
+        return False
+    rows.coalesce(1).write.mode("overwrite").parquet(target)
+    return True
+
+
+class ClosedHourCompaction:
+    """Which hours the streaming job still has to compact, and compacting those that have closed.
+
+    An hour is compacted once it ended `delay` ago (wall clock), through the newest micro-batch
+    that wrote to it, as soon as that batch has committed. A late event reopens its hour: the
+    next compaction covers the previous one plus the new batches. Failures are logged and retried
+    at the next micro-batch: compaction only ever makes reading faster, never different.
+    """
+
+    # After a restart, hours this recent are checked for micro-batches no compaction covers.
+    RECOVERY_WINDOW = timedelta(hours=24)
+
+    def __init__(self, spark: SparkSession, layout: StorageLayout, delay: timedelta):
+        self.spark = spark
+        self.layout = layout
+        self.delay = delay
+        self.pending: dict[str, int] = {}
+        self._recovered = False
+
+    def wrote(self, event_hours: set[str], batch_id: int) -> None:
+        for hour in event_hours:
+            self.pending[hour] = max(batch_id, self.pending.get(hour, -1))
+
+    def compact_closed_hours(self, current_batch: int, now: datetime | None = None) -> list[str]:
+        """Called by micro-batch `current_batch`, whose own files are not committed yet."""
+        now = now or datetime.now(timezone.utc)
+        if not self._recovered:
+            self._recover(current_batch, now)
+        done = []
+        for hour, newest in sorted(self.pending.items()):
+            if newest >= current_batch or not self._closed(hour, now):
+                continue
+            try:
+                compact_hour(self.spark, self.layout, hour, newest)
+            except Exception as error:  # noqa: BLE001 - a failed compaction must not stop the stream
+                log.warning("compaction of hour %s through batch %d failed, retried later: %s", hour, newest, error)
+                continue
+            del self.pending[hour]
+            done.append(hour)
+        return done
+
+    def _closed(self, event_hour: str, now: datetime) -> bool:
+        start = datetime.strptime(event_hour, EVENT_HOUR_FORMAT).replace(tzinfo=timezone.utc)
+        return start + timedelta(hours=1) + self.delay <= now
+
+    def _recover(self, current_batch: int, now: datetime) -> None:
+        """After a (re)start: recent hours whose committed micro-batches outrun their compaction."""
+        self._recovered = True
+        oldest = (now - self.RECOVERY_WINDOW).strftime(EVENT_HOUR_FORMAT)
+        hours = [name.split("=", 1)[1] for name in child_names(self.spark, self.layout.raw) if name.startswith("event_hour=")]
+        for hour in (h for h in hours if h >= oldest):
+            committed = [n for n in raw_batches(self.spark, self.layout, hour, -1, current_batch - 1)]
+            compacted = newest_compaction(self.spark, self.layout, hour, current_batch - 1)
+            if committed and (compacted is None or max(committed) > compacted):
+                self.wrote({hour}, max(committed))

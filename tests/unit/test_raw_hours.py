@@ -1,0 +1,130 @@
+"""Reading one hour of raw data (compaction + later micro-batches, committed only) and compacting it,
+on real Spark and real files."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from spark_jobs.raw_hours import ClosedHourCompaction, compact_hour, read_hour
+from spark_jobs.storage import StorageLayout
+
+HOUR = "2026-11-27-10"
+HOUR_END = datetime(2026, 11, 27, 11, tzinfo=timezone.utc)
+H = int(datetime(2026, 11, 27, 10, tzinfo=timezone.utc).timestamp())
+
+
+@pytest.fixture
+def layout(tmp_path) -> StorageLayout:
+    return StorageLayout(str(tmp_path))
+
+
+def write_batch(layout: StorageLayout, batch_id: int, byte_counts: list[int], hour: str = HOUR) -> None:
+    """One micro-batch's raw file, as the streaming job lays it out."""
+    folder = Path(layout.raw_batch(hour, batch_id))
+    folder.mkdir(parents=True)
+    rows = len(byte_counts)
+    pq.write_table(
+        pa.table({
+            "bytes": pa.array(byte_counts, pa.int64()),
+            "timestamp": pa.array([H + i for i in range(rows)], pa.int64()),
+            "app": ["SKYPE"] * rows, "id": ["u1"] * rows, "antenna_id": ["a1"] * rows,
+            "kafka_partition": pa.array([0] * rows, pa.int32()),
+            "kafka_offset": pa.array(range(batch_id * 100, batch_id * 100 + rows), pa.int64()),
+        }),
+        folder / "part-00000.snappy.parquet",
+    )
+
+
+def rows_of(spark, layout, through) -> Counter:
+    frame = read_hour(spark, layout, HOUR, through)
+    return Counter() if frame is None else Counter((r["batch_id"], r["bytes"]) for r in frame.collect())
+
+
+def test_reading_keeps_to_committed_batches(spark, layout):
+    write_batch(layout, 0, [1, 2])
+    write_batch(layout, 1, [4])
+    write_batch(layout, 2, [8])  # not committed yet
+
+    assert rows_of(spark, layout, through=1) == Counter({(0, 1): 1, (0, 2): 1, (1, 4): 1})
+    assert read_hour(spark, layout, "2026-11-27-11", through_batch=1) is None
+
+
+def test_compaction_is_read_instead_of_its_batches_and_later_batches_still_count(spark, layout):
+    write_batch(layout, 0, [1, 2])
+    write_batch(layout, 1, [4])
+    before = rows_of(spark, layout, through=1)
+
+    assert compact_hour(spark, layout, HOUR, through_batch=1)
+    write_batch(layout, 3, [16])  # a late event, after the compaction
+
+    assert rows_of(spark, layout, through=1) == before
+    assert rows_of(spark, layout, through=3) == before + Counter({(3, 16): 1})
+    assert len(list(Path(layout.compaction(HOUR, 1)).glob("*.parquet"))) == 1
+    # The micro-batch files are not read any more: deleting them changes nothing.
+    for batch in (0, 1):
+        for file in Path(layout.raw_batch(HOUR, batch)).iterdir():
+            file.unlink()
+    assert rows_of(spark, layout, through=3) == before + Counter({(3, 16): 1})
+
+
+def test_compacting_again_through_the_same_batch_changes_nothing(spark, layout):
+    write_batch(layout, 0, [1])
+    assert compact_hour(spark, layout, HOUR, through_batch=0)
+    files = sorted(Path(layout.compaction(HOUR, 0)).iterdir())
+
+    assert not compact_hour(spark, layout, HOUR, through_batch=0)
+    assert sorted(Path(layout.compaction(HOUR, 0)).iterdir()) == files
+
+
+def test_incomplete_or_uncommitted_compactions_are_ignored(spark, layout):
+    write_batch(layout, 0, [1])
+    write_batch(layout, 1, [2])
+    assert compact_hour(spark, layout, HOUR, through_batch=1)
+    # A compaction cut short (no _SUCCESS), and one covering a batch the reader may not see yet.
+    (Path(layout.compaction(HOUR, 1)) / "_SUCCESS").rename(Path(layout.compaction(HOUR, 1)) / "moved")
+    write_batch(layout, 2, [4])
+    assert compact_hour(spark, layout, HOUR, through_batch=2)
+
+    assert rows_of(spark, layout, through=1) == Counter({(0, 1): 1, (1, 2): 1})
+    assert rows_of(spark, layout, through=2) == Counter({(0, 1): 1, (1, 2): 1, (2, 4): 1})
+
+
+def test_streaming_compacts_closed_hours_through_committed_batches_only(spark, layout):
+    compaction = ClosedHourCompaction(spark, layout, delay=timedelta(minutes=5))
+    write_batch(layout, 4, [1])
+    write_batch(layout, 5, [2])
+    compaction.wrote({HOUR}, 5)
+
+    assert compaction.compact_closed_hours(6, now=HOUR_END + timedelta(minutes=4)) == []
+    assert compaction.compact_closed_hours(6, now=HOUR_END + timedelta(minutes=5)) == [HOUR]
+    assert Path(layout.compaction(HOUR, 5), "_SUCCESS").exists()
+
+    # A late event in batch 7: not compacted while batch 7 is uncommitted, then the hour again.
+    write_batch(layout, 7, [4])
+    compaction.wrote({HOUR}, 7)
+    assert compaction.compact_closed_hours(7, now=HOUR_END + timedelta(hours=1)) == []
+    assert compaction.compact_closed_hours(8, now=HOUR_END + timedelta(hours=1)) == [HOUR]
+    assert rows_of(spark, layout, through=8) == Counter({(4, 1): 1, (5, 2): 1, (7, 4): 1})
+    assert compaction.pending == {}
+
+
+def test_after_a_restart_hours_with_uncompacted_batches_are_found(spark, layout):
+    write_batch(layout, 0, [1])
+    assert compact_hour(spark, layout, HOUR, through_batch=0)
+    write_batch(layout, 1, [2])
+    write_batch(layout, 2, [4])  # left by the crash: batch 2 is being replayed now
+    write_batch(layout, 0, [8], hour="2026-11-26-10")  # older than the recovery window
+
+    restarted = ClosedHourCompaction(spark, layout, delay=timedelta(minutes=5))
+    compacted = restarted.compact_closed_hours(2, now=HOUR_END + timedelta(minutes=30))
+
+    assert compacted == [HOUR]
+    assert Path(layout.compaction(HOUR, 1), "_SUCCESS").exists()
+    assert not Path(layout.compaction(HOUR, 2)).exists()
+    assert not Path(layout.compacted_hour("2026-11-26-10")).exists()
