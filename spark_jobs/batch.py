@@ -85,9 +85,11 @@ def hour_cube(events: DataFrame) -> DataFrame:
     Far fewer rows than events: the raw files are scanned once, and every total of the hour is a
     sum over these rows (`event_time` = the hour start).
     """
-    return events.groupBy(
-        "antenna_id", "app", "id", F.window("event_time", HOUR).start.alias("event_time")
-    ).agg(F.sum("bytes").cast("bigint").alias("bytes"), F.count(F.lit(1)).alias("events"))
+    # The hour by integer arithmetic on the epoch seconds: per event, cheaper than window().
+    hour_start = F.timestamp_seconds(F.col("timestamp") - F.col("timestamp") % 3600).alias("event_time")
+    return events.groupBy("antenna_id", "app", "id", hour_start).agg(
+        F.sum("bytes").cast("bigint").alias("bytes"), F.count(F.lit(1)).alias("events")
+    )
 
 
 def hour_totals(events: DataFrame, users: DataFrame) -> DataFrame:

@@ -30,6 +30,11 @@ log = logging.getLogger("spark_jobs.raw_hours")
 
 RAW_COLUMNS = (*EVENT_COLUMNS, "kafka_partition", "kafka_offset")
 HOUR_COLUMNS = (*RAW_COLUMNS, "batch_id")
+# Given to the reader, so it does not start a Spark job to infer what the streaming job wrote.
+RAW_SCHEMA = "bytes bigint, timestamp bigint, app string, id string, antenna_id string, kafka_partition int, kafka_offset bigint"
+COMPACTED_SCHEMA = f"{RAW_SCHEMA}, batch_id bigint"
+# Several row groups per compacted file, so that Spark reads one file with every core.
+COMPACTED_ROW_GROUP_BYTES = 8 * 1024 * 1024
 SUCCESS_MARKER = "_SUCCESS"
 BATCH_PREFIX = "batch_id="
 COMPACTION_PREFIX = "through_batch="
@@ -54,7 +59,12 @@ def child_names(spark: SparkSession, location: str) -> list[str]:
     path, fs = _filesystem(spark, location)
     if not fs.exists(path):
         return []
-    return [status.getPath().getName() for status in fs.listStatus(path)]
+    # The names come back as one string: an hour holds up to a few thousand micro-batch folders,
+    # and two Py4J calls per entry would cost a second. (Scala's generic array wrapper is the one
+    # JVM helper Py4J lets a Path[] through to.)
+    jvm = spark.sparkContext._jvm
+    listing = jvm.scala.Predef.genericWrapArray(jvm.org.apache.hadoop.fs.FileUtil.stat2Paths(fs.listStatus(path))).mkString("\n")
+    return [entry.rsplit("/", 1)[-1] for entry in listing.split("\n") if entry]
 
 
 def _numbers(names: list[str], prefix: str) -> list[int]:
@@ -88,11 +98,12 @@ def read_hour(spark: SparkSession, layout: StorageLayout, event_hour: str, throu
     compacted = newest_compaction(spark, layout, event_hour, through_batch)
     parts = []
     if compacted is not None:
-        parts.append(spark.read.parquet(layout.compaction(event_hour, compacted)))
+        parts.append(spark.read.schema(COMPACTED_SCHEMA).parquet(layout.compaction(event_hour, compacted)))
     batches = raw_batches(spark, layout, event_hour, after=-1 if compacted is None else compacted, through=through_batch)
     if batches:
         # basePath turns the folder names back into the batch_id column.
-        parts.append(spark.read.option("basePath", layout.raw).parquet(*(layout.raw_batch(event_hour, n) for n in batches)))
+        folders = [layout.raw_batch(event_hour, n) for n in batches]
+        parts.append(spark.read.schema(RAW_SCHEMA).option("basePath", layout.raw).parquet(*folders))
     if not parts:
         return None
     columns = [F.col(c).cast("bigint").alias(c) if c == "batch_id" else F.col(c) for c in HOUR_COLUMNS]
@@ -114,7 +125,7 @@ def compact_hour(spark: SparkSession, layout: StorageLayout, event_hour: str, th
     rows = read_hour(spark, layout, event_hour, through_batch)
     if rows is None:
         return False
-    rows.coalesce(1).write.mode("overwrite").parquet(target)
+    rows.coalesce(1).write.mode("overwrite").option("parquet.block.size", COMPACTED_ROW_GROUP_BYTES).parquet(target)
     return True
 
 
