@@ -83,5 +83,6 @@ locals {
     AIRFLOW_VAR_CODE_URI            = local.code_uri
     AIRFLOW_VAR_STORAGE_ROOT        = local.storage_root
     AIRFLOW_VAR_DATAPROC_SUBNETWORK = google_compute_subnetwork.dataproc.id
+    AIRFLOW_VAR_PG_DSN_SECRET       = local.postgres_dsn_secret_version
   }
 }
