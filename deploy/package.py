@@ -1,8 +1,9 @@
 """Builds what Dataproc runs into build/gcp/code/, the folder Terraform uploads to
 gs://BUCKET/code/ (storage.tf): `python -m deploy.package` (or `make package`).
 
-    platform.zip               the packages the jobs import (common, spark_jobs) and what the
-                               migration job needs (services, migrations, sql), for --py-files
+    platform.zip               the packages the jobs import (common, spark_jobs), what the
+                               migration job needs (services, migrations, sql), for --py-files,
+                               and the simulator, to send traffic from a node inside the VPC
     spark_jobs/batch.py        main file of the hourly batch job (the DAG's code_uri layout)
     spark_jobs/streaming.py    main file of the long-running streaming job
     deploy/migrate_job.py      main file of the job that migrates Cloud SQL
@@ -24,7 +25,7 @@ from common.settings import REPO_ROOT
 
 BUILD_DIR = REPO_ROOT / "build" / "gcp" / "code"
 BUNDLE_NAME = "platform.zip"
-BUNDLED_PACKAGES = ("common", "spark_jobs", "services", "migrations")
+BUNDLED_PACKAGES = ("common", "spark_jobs", "services", "migrations", "simulator")
 BUNDLED_DATA = ("sql",)
 MAIN_FILES = ("spark_jobs/batch.py", "spark_jobs/streaming.py", "deploy/migrate_job.py")
 JARS_FOLDER = "jars"

@@ -25,13 +25,14 @@ resource "google_secret_manager_secret_iam_member" "dataproc_postgres_dsn" {
 }
 
 locals {
-  # What the jobs import beyond the image: the same pins as uv.lock.
+  # What the jobs (and the simulator) import beyond the image: the same pins as uv.lock.
   dataproc_pip_packages = join(" ", [
     "psycopg2-binary==2.9.13",
     "kafka-python==3.0.12",
     "google-cloud-secret-manager==2.32.0",
     "alembic==1.20.1",
     "sqlalchemy==2.1.9",
+    "tqdm==4.70.1",
   ])
   postgres_dsn_secret_version = "${google_secret_manager_secret.postgres_dsn.id}/versions/latest"
   kafka_bootstrap_servers     = "${google_compute_instance.kafka.network_interface[0].network_ip}:${local.kafka_port}"
