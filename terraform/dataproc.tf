@@ -4,7 +4,7 @@ resource "google_service_account" "dataproc" {
   description  = "Runs the Dataproc nodes and the platform's Spark jobs."
 }
 
-# dataproc.worker: what a node needs to run the agent, write logs and use the staging bucket.
+# dataproc.worker: what a node needs to run Dataproc's node daemon, write logs and use the staging bucket.
 resource "google_project_iam_member" "dataproc_worker" {
   project = var.project_id
   role    = "roles/dataproc.worker"
@@ -129,6 +129,13 @@ resource "google_dataproc_job" "migrate" {
     main_python_file_uri = "${local.code_uri}/deploy/migrate_job.py"
     python_file_uris     = ["${local.code_uri}/platform.zip"]
     args                 = ["--pg-dsn-secret", local.postgres_dsn_secret_version]
+  }
+
+  lifecycle {
+    precondition {
+      condition     = contains(local.code_files, "platform.zip") && length(local.connector_jars) > 0
+      error_message = "build/gcp/code/ is empty or incomplete: run `make package` before `terraform apply`."
+    }
   }
 
   depends_on = [
