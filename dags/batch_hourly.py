@@ -12,8 +12,10 @@ pass (SPEC.md section 8); a failed check names itself and the values that broke 
 `local` (default: spark-submit on this machine, connection `spark_local`), `dataproc` (a job on
 the cluster of Variable `dataproc_cluster`) or `serverless` (a Dataproc Serverless batch). The
 Dataproc runners read Variables `gcp_project`, `gcp_region`, `code_uri` (gs:// prefix of
-`spark_jobs/batch.py` and `platform.zip`) and `storage_root` (gs:// root of the raw data);
-serverless also `dataproc_subnetwork` and `dataproc_serverless_image` (an image with psycopg2).
+`spark_jobs/batch.py` and `platform.zip`) and `storage_root` (gs:// root of the raw data), and
+optionally `pg_dsn_secret` (a Secret Manager version holding the DSN: the job reads it there, and
+the password stays out of the job's arguments); serverless also `dataproc_subnetwork` and
+`dataproc_serverless_image` (an image with psycopg2).
 The database is connection `platform_postgres`, for the job and the checks alike; locally the
 job takes the storage root from STORAGE_ROOT.
 
@@ -49,8 +51,16 @@ PG_DSN = "{{ conn.platform_postgres.get_uri() }}"
 LATENESS_MINUTES = "{{ var.value.get('batch_lateness_minutes', 10) }}"
 CODE_URI = "{{ var.value.code_uri }}"
 
+# On Dataproc the job reads the DSN from the Secret Manager version of Variable `pg_dsn_secret`
+# when it is set, so that the password is not in the job's arguments; else from the connection.
+PG_DSN_SECRET = "{{ var.value.get('pg_dsn_secret', '') }}"
+CLOUD_PG_DSN = "{{ '' if var.value.get('pg_dsn_secret', '') else conn.platform_postgres.get_uri() }}"
+
 LOCAL_JOB_ARGS = ["--hour", HOUR_FLAG, "--pg-dsn", PG_DSN]
-CLOUD_JOB_ARGS = [*LOCAL_JOB_ARGS, "--storage-root", "{{ var.value.storage_root }}"]
+CLOUD_JOB_ARGS = [
+    "--hour", HOUR_FLAG, "--pg-dsn", CLOUD_PG_DSN, "--pg-dsn-secret", PG_DSN_SECRET,
+    "--storage-root", "{{ var.value.storage_root }}",
+]  # fmt: skip
 JOB_LABELS = {"pipeline": "batch-hourly", "hour": HOUR_ID_LOWER}
 PYSPARK_CODE = {
     "main_python_file_uri": f"{CODE_URI}/spark_jobs/batch.py",

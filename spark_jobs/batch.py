@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from common import settings
+from common import secrets, settings
 from spark_jobs import postgres, raw_hours
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, totals_per_window
 from spark_jobs.session import build_session
@@ -56,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--hour", required=True, type=parse_hour, help="start of the UTC hour, e.g. 2026-11-27T10:00:00Z")
     parser.add_argument("--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)")
+    parser.add_argument("--pg-dsn-secret", default=secrets.pg_dsn_secret_default(), help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)")
     parser.add_argument("--storage-root", default=settings.storage_root(), help="local folder or gs:// URI (env STORAGE_ROOT)")
     parser.add_argument("--checkpoint", help="the streaming job's checkpoint (default: STORAGE_ROOT/checkpoints/streaming)")
     parser.add_argument("--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)")
@@ -186,6 +187,7 @@ def run_with_session(spark: SparkSession, args: argparse.Namespace) -> HourResul
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
     except postgres.DatabaseUnavailable as error:

@@ -26,7 +26,7 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from common import settings
+from common import secrets, settings
 from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_window
 from spark_jobs.events import classify_records, quarantine_records, valid_events
@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap-servers", default=settings.kafka_bootstrap_servers(), help="Kafka servers (env KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--topic", default=settings.kafka_topic(), help="Kafka topic (env KAFKA_TOPIC)")
     parser.add_argument("--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)")
+    parser.add_argument("--pg-dsn-secret", default=secrets.pg_dsn_secret_default(), help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)")
     parser.add_argument("--storage-root", default=settings.storage_root(), help="local folder or gs:// URI (env STORAGE_ROOT)")
     parser.add_argument("--checkpoint", help="checkpoint location (default: STORAGE_ROOT/checkpoints/streaming)")
     parser.add_argument("--window", type=_window, default="5 minutes", help="tumbling window length (default: '5 minutes')")
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     # kafka-python only serves the start-up check, whose failure is reported in one line below.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     args = parse_args(argv)
+    args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
     except postgres.DatabaseUnavailable as error:

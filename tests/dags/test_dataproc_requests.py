@@ -21,8 +21,18 @@ def test_the_dataproc_job_is_a_valid_job_request(run_batch_tasks, cloud_config):
     assert list(job.pyspark_job.python_file_uris) == [f"{CODE_URI}/platform.zip"]
     assert list(job.pyspark_job.args) == [
         "--hour", "2026-11-27T10:00:00Z", "--pg-dsn", CLOUD_SQL_URI.replace("postgresql://", "postgres://", 1),
-        "--storage-root", STORAGE_ROOT,
+        "--pg-dsn-secret", "", "--storage-root", STORAGE_ROOT,
     ]
+
+
+def test_with_a_dsn_secret_the_job_carries_no_password(run_batch_tasks, cloud_config, monkeypatch):
+    secret = "projects/usage-platform/secrets/usage-postgres-dsn/versions/latest"
+    monkeypatch.setenv("AIRFLOW_VAR_PG_DSN_SECRET", secret)
+    args = list(dataproc_v1.Job(rendered(run_batch_tasks["dataproc"]).job).pyspark_job.args)
+
+    assert args[args.index("--pg-dsn-secret") + 1] == secret
+    assert args[args.index("--pg-dsn") + 1] == ""
+    assert not any("s3cret-pw" in arg for arg in args)
 
 
 def test_the_serverless_batch_is_a_valid_batch_request(run_batch_tasks, cloud_config):

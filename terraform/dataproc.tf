@@ -1,0 +1,192 @@
+resource "google_service_account" "dataproc" {
+  account_id   = "${var.name_prefix}-dataproc"
+  display_name = "Dataproc cluster and jobs"
+  description  = "Runs the Dataproc nodes and the platform's Spark jobs."
+}
+
+# dataproc.worker: what a node needs to run Dataproc's node daemon, write logs and use the staging bucket.
+resource "google_project_iam_member" "dataproc_worker" {
+  project = var.project_id
+  role    = "roles/dataproc.worker"
+  member  = "serviceAccount:${google_service_account.dataproc.email}"
+}
+
+# The jobs read code and write the lake in this one bucket only.
+resource "google_storage_bucket_iam_member" "dataproc_bucket" {
+  bucket = google_storage_bucket.platform.name
+  role   = "roles/storage.objectAdmin"
+  member = "serviceAccount:${google_service_account.dataproc.email}"
+}
+
+resource "google_secret_manager_secret_iam_member" "dataproc_postgres_dsn" {
+  secret_id = google_secret_manager_secret.postgres_dsn.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.dataproc.email}"
+}
+
+locals {
+  # What the jobs (and the simulator) import beyond the image: the same pins as uv.lock.
+  dataproc_pip_packages = join(" ", [
+    "psycopg2-binary==2.9.13",
+    "kafka-python==3.0.12",
+    "google-cloud-secret-manager==2.32.0",
+    "alembic==1.20.1",
+    "sqlalchemy==2.1.9",
+    "tqdm==4.70.1",
+  ])
+  postgres_dsn_secret_version = "${google_secret_manager_secret.postgres_dsn.id}/versions/latest"
+  kafka_bootstrap_servers     = "${google_compute_instance.kafka.network_interface[0].network_ip}:${local.kafka_port}"
+}
+
+resource "google_dataproc_cluster" "platform" {
+  name   = "${var.name_prefix}-cluster"
+  region = var.region
+  labels = local.labels
+
+  cluster_config {
+    staging_bucket = google_storage_bucket.platform.name
+    temp_bucket    = google_storage_bucket.platform.name
+
+    gce_cluster_config {
+      zone                   = var.zone
+      subnetwork             = google_compute_subnetwork.dataproc.id
+      internal_ip_only       = true
+      service_account        = google_service_account.dataproc.email
+      service_account_scopes = ["cloud-platform"]
+      tags                   = ["dataproc"]
+      metadata = {
+        enable-oslogin         = "TRUE"
+        block-project-ssh-keys = "true"
+      }
+
+      shielded_instance_config {
+        enable_secure_boot          = true
+        enable_vtpm                 = true
+        enable_integrity_monitoring = true
+      }
+    }
+
+    master_config {
+      num_instances = 1
+      machine_type  = var.dataproc_master_machine_type
+
+      disk_config {
+        boot_disk_type    = "pd-balanced"
+        boot_disk_size_gb = 100
+      }
+    }
+
+    worker_config {
+      num_instances = var.dataproc_worker_count
+      machine_type  = var.dataproc_worker_machine_type
+
+      disk_config {
+        boot_disk_type    = "pd-balanced"
+        boot_disk_size_gb = 100
+      }
+    }
+
+    software_config {
+      image_version = var.dataproc_image_version
+      override_properties = {
+        "dataproc:pip.packages"                                   = local.dataproc_pip_packages
+        "dataproc:dataproc.logging.stackdriver.job.driver.enable" = "true"
+        "spark:spark.sql.session.timeZone"                        = "UTC"
+      }
+    }
+  }
+
+  # checkov:skip=CKV_GCP_91:Disks are encrypted with Google-managed keys; a customer-managed KMS key adds cost and a key to operate for no requirement of this platform.
+
+  depends_on = [
+    google_project_iam_member.dataproc_worker,
+    google_storage_bucket_iam_member.dataproc_bucket,
+    google_compute_router_nat.platform,
+  ]
+}
+
+# The schema, applied by a job inside the VPC. Its id carries a digest of the SQL files, so a
+# new migration means a new job at the next apply; an unchanged schema submits nothing.
+locals {
+  schema_files  = fileset("${path.module}/../sql", "{migrations/*.sql,seed_users.sql}")
+  schema_digest = substr(sha256(join(",", [for file in sort(tolist(local.schema_files)) : filesha256("${path.module}/../sql/${file}")])), 0, 12)
+}
+
+resource "google_dataproc_job" "migrate" {
+  region       = var.region
+  force_delete = true
+  labels       = merge(local.labels, { pipeline = "migrate" })
+
+  reference {
+    job_id = "migrate-${local.schema_digest}"
+  }
+
+  placement {
+    cluster_name = google_dataproc_cluster.platform.name
+  }
+
+  pyspark_config {
+    main_python_file_uri = "${local.code_uri}/deploy/migrate_job.py"
+    python_file_uris     = ["${local.code_uri}/platform.zip"]
+    args                 = ["--pg-dsn-secret", local.postgres_dsn_secret_version]
+  }
+
+  lifecycle {
+    precondition {
+      condition     = contains(local.code_files, "platform.zip") && length(local.connector_jars) > 0
+      error_message = "build/gcp/code/ is empty or incomplete: run `make package` before `terraform apply`."
+    }
+  }
+
+  depends_on = [
+    google_storage_bucket_object.code,
+    google_secret_manager_secret_version.postgres_dsn,
+    google_secret_manager_secret_iam_member.dataproc_postgres_dsn,
+  ]
+}
+
+# The speed layer: one long-running job. Dataproc restarts its driver when it exits non-zero
+# (a lost broker, a Cloud SQL failover), and the checkpoint in the bucket makes each restart
+# resume exactly where the last one stopped.
+resource "google_dataproc_job" "streaming" {
+  region       = var.region
+  force_delete = true
+  labels       = merge(local.labels, { pipeline = "speed-layer" })
+
+  reference {
+    job_id = var.streaming_job_id
+  }
+
+  placement {
+    cluster_name = google_dataproc_cluster.platform.name
+  }
+
+  scheduling {
+    max_failures_per_hour = var.streaming_max_failures_per_hour
+    max_failures_total    = var.streaming_max_failures_total
+  }
+
+  pyspark_config {
+    main_python_file_uri = "${local.code_uri}/spark_jobs/streaming.py"
+    python_file_uris     = ["${local.code_uri}/platform.zip"]
+    jar_file_uris        = [for jar in local.connector_jars : "${local.code_uri}/${jar}"]
+    args = [
+      "--bootstrap-servers", local.kafka_bootstrap_servers,
+      "--topic", var.kafka_topic,
+      "--pg-dsn-secret", local.postgres_dsn_secret_version,
+      "--storage-root", local.storage_root,
+      "--checkpoint", "${local.storage_root}/checkpoints/streaming",
+      "--trigger-seconds", tostring(var.streaming_trigger_seconds),
+    ]
+    properties = {
+      # A streaming query keeps its executors busy; dynamic allocation would only churn them.
+      "spark.dynamicAllocation.enabled" = "false"
+      "spark.executor.instances"        = tostring(var.dataproc_worker_count)
+    }
+  }
+
+  depends_on = [
+    google_dataproc_job.migrate,
+    google_compute_instance.kafka,
+  ]
+}

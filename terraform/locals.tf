@@ -1,0 +1,8 @@
+locals {
+  labels = merge(var.labels, { platform = var.name_prefix, managed-by = "terraform" })
+
+  # Google's range for IAP TCP forwarding: the only source allowed to open SSH.
+  iap_source_range = "35.235.240.0/20"
+  kafka_port       = 9092
+  postgres_port    = 5432
+}
