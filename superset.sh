@@ -13,7 +13,8 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 STATE_DIR="${PLATFORM_STATE_DIR:-$REPO/.state}"
-VENV="$STATE_DIR/superset-venv"
+# Where `make superset-venv` puts it.
+VENV="$REPO/.state/superset-venv"
 
 if [[ ! -f "$VENV/.synced" ]]; then
     echo "superset.sh: $VENV is missing; creating it first (make superset-venv)" >&2
