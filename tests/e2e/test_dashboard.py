@@ -63,9 +63,9 @@ def api(superset_url) -> requests.Session:
 def log_in(browser, superset_url: str) -> None:
     browser.get(f"{superset_url}/login/")
     wait = WebDriverWait(browser, 60)
-    wait.until(EC.presence_of_element_located((By.NAME, "username"))).send_keys(ADMIN["username"])
-    browser.find_element(By.NAME, "password").send_keys(ADMIN["password"])
-    browser.find_element(By.CSS_SELECTOR, "[type=submit], button[data-test='login-button']").click()
+    wait.until(EC.presence_of_element_located((By.ID, "username"))).send_keys(ADMIN["username"])
+    browser.find_element(By.ID, "password").send_keys(ADMIN["password"])
+    browser.find_element(By.CSS_SELECTOR, "button[data-test='login-button']").click()
     wait.until(lambda driver: "/login" not in driver.current_url)
 
 
