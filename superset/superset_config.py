@@ -12,7 +12,3 @@ STATE_DIR = Path(os.environ.get("SUPERSET_HOME") or Path(__file__).resolve().par
 
 SECRET_KEY = os.environ["SUPERSET_SECRET_KEY"]
 SQLALCHEMY_DATABASE_URI = f"sqlite:///{STATE_DIR / 'superset.db'}"
-# The examples are not loaded, and nothing is sent anywhere.
-SUPERSET_LOAD_EXAMPLES = False
-# Every time in the platform is UTC, and the dashboards show it so.
-DEFAULT_TIMEZONE = "UTC"

@@ -42,7 +42,7 @@ def browser():
     chromium, driver_path = system_chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1300",
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1650",
                      "--hide-scrollbars", "--force-device-scale-factor=1"):
         options.add_argument(argument)
     # The system's chromedriver, matching the system's chromium: Selenium Manager downloads nothing.
@@ -99,12 +99,9 @@ def test_the_dashboard_renders_every_chart_with_data(browser, api, superset_url)
     log_in(browser, superset_url)
     containers = open_dashboard_and_wait_for_charts(browser, superset_url)
     # Let the charts' drawing animations end before the screenshot.
-    browser.implicitly_wait(0)
     WebDriverWait(browser, 10).until(lambda driver: driver.execute_script("return document.readyState") == "complete")
     browser.execute_script("return new Promise(done => setTimeout(done, 3000))")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page_height = browser.execute_script("return document.body.scrollHeight")
-    browser.set_window_size(1600, max(1300, page_height))
     browser.save_screenshot(str(SCREENSHOT))
 
     errors = [alert.text for alert in browser.find_elements(By.XPATH, "//div[@role='alert']")]
