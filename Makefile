@@ -10,11 +10,13 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 PYTEST_ARGS ?=
 CHECKOV    := $(TOOLS)/checkov/bin/checkov
+SUPERSET_VENV := $(STATE)/superset-venv
+SUPERSET_PORT ?= 8088
 
-.PHONY: help venv up down status demo test bench clean checkov shellcheck package
+.PHONY: help venv up down status demo test bench clean checkov shellcheck package superset-venv superset chromium test-e2e
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(UV):
 	python3 -m venv $(TOOLS)
@@ -57,9 +59,33 @@ shellcheck: ## install Debian's shellcheck when missing (checks the Kafka VM's s
 package: venv ## build the code Dataproc runs into build/gcp/code/, which terraform apply uploads
 	$(PY) -m deploy.package
 
-bench: up ## measure the streaming and batch jobs; figures go to bench/results/
+bench: up ## measure the streaming and batch jobs and the serving views; figures go to bench/results/
 	$(PY) -m bench.streaming
 	$(PY) -m bench.batch
+	$(PY) -m bench.serving
+
+# Superset pins conflict with Airflow's: its own venv, from the hashes of superset/requirements.txt.
+$(SUPERSET_VENV)/.synced: superset/requirements.txt | $(UV)
+	rm -rf $(SUPERSET_VENV)
+	python3 -m venv $(SUPERSET_VENV)
+	$(UV) pip install --quiet --python $(SUPERSET_VENV)/bin/python --require-hashes -r superset/requirements.txt
+	@touch $@
+
+superset-venv: $(SUPERSET_VENV)/.synced ## create Superset's own venv (pinned, with hashes)
+
+superset: up superset-venv ## set up Superset with the dashboards of superset/ and serve it on localhost:8088
+	./superset.sh setup
+	@echo "Superset: http://localhost:$(SUPERSET_PORT)/superset/dashboard/mobile-usage/ (user $${SUPERSET_ADMIN_USERNAME:-admin})"
+	./superset.sh run --host 127.0.0.1 --port $(SUPERSET_PORT) --with-threads
+
+chromium: ## install Debian's chromium and chromium-driver when missing (the browser of test-e2e)
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	    else echo "error: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"; exit 1; fi; \
+	fi
+
+test-e2e: up superset-venv chromium ## the dashboard in headless Chromium against Superset and a pipeline run; writes docs/dashboard.png
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 clean: down ## stop services and delete local state (data, downloads, checkpoints)
 	rm -rf $(STATE)

@@ -1,0 +1,236 @@
+"""Benchmark of the serving layer: every dashboard query on a year of data, with EXPLAIN ANALYZE.
+
+A scratch database (migrated: views and indexes included) is filled inside PostgreSQL with a year
+of synthetic rows (bench/serving_sql/synthetic_year.sql): every 5-minute speed window for 5
+antennas, the 20 reference users and 5 apps, and every hour but the last few closed by the batch
+layer. Then each query a dashboard chart sends (bench/serving_sql/dashboard/*.sql, as Superset
+renders them: `/api/v1/chart/{id}/data/?type=query`) runs under
+`EXPLAIN (ANALYZE, BUFFERS)` for the dashboard's time range (the last 7 days) and for the whole
+year, several times; the median of planning + execution time is reported. Last, the same with
+the indexes of V004 dropped, to show what they buy.
+
+    python -m bench.serving [--days 365] [--runs 5]
+
+Figures go to bench/results/serving.json. Needs a PostgreSQL server at PG_DSN (`make up`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg2
+
+from services.scratch import scratch_database
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SQL_DIR = REPO_ROOT / "bench" / "serving_sql"
+DASHBOARD_QUERIES = SQL_DIR / "dashboard"
+INDEXES_SQL = REPO_ROOT / "sql" / "migrations" / "V004__serving_indexes.sql"
+RESULTS = REPO_ROOT / "bench" / "results" / "serving.json"
+GOAL_MS = 100.0
+DASHBOARD_RANGE = timedelta(days=7)
+ANTENNAS = 5
+SPEED_TABLES = ("bytes_agg_antenna", "bytes_agg_user", "bytes_agg_app")
+BATCH_TABLES = ("bytes_agg_antenna_1h", "bytes_agg_user_1h", "bytes_agg_app_1h", "users_over_quota_1h", "batch_hour_runs")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=int, default=365, help="days of synthetic data, ending with the current hour")
+    parser.add_argument("--open-hours", type=int, default=3, help="most recent hours the batch layer has not closed")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each query (the median is reported)")
+    parser.add_argument("--seed", type=float, default=0.7, help="PostgreSQL setseed() of the generated values")
+    parser.add_argument("--no-comparison", action="store_true", help="skip the runs without the V004 indexes")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.days < 1 or args.runs < 1 or not 0 <= args.open_hours <= args.days * 24 or not 0 <= args.seed <= 1:
+        parser.error("need --days >= 1, --runs >= 1, 0 <= --open-hours <= the span's hours, 0 <= --seed <= 1")
+    return args
+
+
+def current_hour() -> datetime:
+    return datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+# ---- data -------------------------------------------------------------------------------------
+
+
+def generate_year(dsn: str, args: argparse.Namespace) -> dict:
+    hours = args.days * 24
+    first_hour = current_hour() - timedelta(hours=hours - 1)
+    params = {"first_hour": first_hour, "hours": hours, "open_hours": args.open_hours, "antennas": ANTENNAS, "seed": args.seed}
+    started = time.monotonic()
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute((SQL_DIR / "synthetic_year.sql").read_text(), params)
+    conn.close()
+    generated_seconds = time.monotonic() - started
+    vacuum_analyze(dsn)
+    return {
+        "first_hour": first_hour.isoformat(),
+        "hours": hours,
+        "open_hours": args.open_hours,
+        "rows": row_counts(dsn),
+        "generation_seconds": round(generated_seconds, 1),
+        "vacuum_analyze_seconds": round(time.monotonic() - started - generated_seconds, 1),
+    }
+
+
+def vacuum_analyze(dsn: str) -> None:
+    """As autovacuum leaves a table at rest: statistics, and a visibility map for index-only scans."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True  # VACUUM cannot run in a transaction
+    with conn.cursor() as cur:
+        for table in (*SPEED_TABLES, *BATCH_TABLES):
+            cur.execute(f"VACUUM (ANALYZE) {table}")
+    conn.close()
+
+
+def row_counts(dsn: str) -> dict[str, int]:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        counts = {}
+        for table in (*SPEED_TABLES, *BATCH_TABLES):
+            cur.execute(f"SELECT count(*) FROM {table}")
+            counts[table] = cur.fetchone()[0]
+    conn.close()
+    return counts
+
+
+# ---- queries ----------------------------------------------------------------------------------
+
+
+def dashboard_queries() -> dict[str, str]:
+    return {path.stem: path.read_text() for path in sorted(DASHBOARD_QUERIES.glob("*.sql"))}
+
+
+def explain_analyze(cur, query: str, params: dict) -> dict:
+    cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query.strip().rstrip(";"), params)
+    (plan,) = cur.fetchone()[0]
+    return plan
+
+
+def plan_nodes(node: dict) -> list[str]:
+    """Node types and relations of a plan, to show which scans ran (e.g. Index Only Scan on ...)."""
+    label = node["Node Type"] + (f" on {node['Relation Name']}" if "Relation Name" in node else "")
+    return [label] + [child for sub in node.get("Plans", []) for child in plan_nodes(sub)]
+
+
+def measure(dsn: str, queries: dict[str, str], ranges: dict[str, dict], runs: int, warm_up: bool = True) -> dict:
+    """{range: {query: figures}}; one warm-up run of each query first, as a dashboard's refresh is."""
+    results = {}
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        for range_name, params in ranges.items():
+            results[range_name] = {}
+            for name, query in queries.items():
+                if warm_up:
+                    explain_analyze(cur, query, params)
+                plans = [explain_analyze(cur, query, params) for _ in range(runs)]
+                totals = [plan["Planning Time"] + plan["Execution Time"] for plan in plans]
+                scans = sorted({n for n in plan_nodes(plans[-1]["Plan"]) if "Scan" in n and " on " in n})
+                results[range_name][name] = {
+                    "median_ms": round(statistics.median(totals), 2),
+                    "runs_ms": [round(t, 2) for t in totals],
+                    "median_execution_ms": round(statistics.median(p["Execution Time"] for p in plans), 2),
+                    "median_planning_ms": round(statistics.median(p["Planning Time"] for p in plans), 2),
+                    "rows": plans[-1]["Plan"]["Actual Rows"],
+                    "scans": scans,
+                }
+    conn.close()
+    return results
+
+
+def drop_serving_indexes(dsn: str) -> list[str]:
+    names = re.findall(r"CREATE INDEX (\w+)", INDEXES_SQL.read_text())
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        for name in names:
+            cur.execute(f"DROP INDEX {name}")
+    conn.close()
+    vacuum_analyze(dsn)
+    return names
+
+
+def time_ranges(now: datetime) -> dict[str, dict]:
+    """Bounds as the charts send them: from 7 days (or a year) ago to an hour from now, as text
+    for TO_TIMESTAMP, the way Superset renders a time range for PostgreSQL."""
+    end = now + timedelta(hours=1)
+
+    def text(moment: datetime) -> str:
+        return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    return {
+        "last_7_days": {"start": text(now - DASHBOARD_RANGE), "end": text(end)},
+        "whole_year": {"start": text(now - timedelta(days=366)), "end": text(end)},
+    }
+
+
+def goal(figures: dict) -> dict:
+    worst = max(figures["last_7_days"].values(), key=lambda f: f["median_ms"])["median_ms"]
+    return {"dashboard_range": "last 7 days", "per_query_ms_at_most": GOAL_MS, "slowest_median_ms": worst, "met": worst < GOAL_MS}
+
+
+def machine(dsn: str) -> dict:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        server = cur.fetchone()[0]
+    conn.close()
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "postgresql": server,
+    }
+
+
+def print_figures(title: str, figures: dict) -> None:
+    print(f"\n{title}")
+    for range_name, per_query in figures.items():
+        for name, result in per_query.items():
+            print(f"  {range_name:12} {name:22} median {result['median_ms']:9.2f} ms  ({result['rows']} rows)")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    queries = dashboard_queries()
+    with scratch_database("bench_serving") as dsn:
+        data = generate_year(dsn, args)
+        print(f"generated {args.days} days: {data['rows']} in {data['generation_seconds']} s", flush=True)
+        ranges = time_ranges(datetime.now(timezone.utc))
+        indexed = measure(dsn, queries, ranges, args.runs)
+        print_figures("with the serving indexes (V004)", indexed)
+        without = None
+        if not args.no_comparison:
+            dropped = drop_serving_indexes(dsn)
+            # Seconds per query without them: one run, over the dashboard's range only.
+            dashboard_range = {"last_7_days": ranges["last_7_days"]}
+            without = {"dropped_indexes": dropped, **measure(dsn, queries, dashboard_range, runs=1, warm_up=False)}
+            print_figures("without them", {k: v for k, v in without.items() if k != "dropped_indexes"})
+        server = machine(dsn)
+
+    results = {
+        "measured_at": measured_at,
+        "machine": server,
+        "input": {**data, "antennas": ANTENNAS, "users": 20, "apps": 5, "seed": args.seed},
+        "runs": args.runs,
+        "what": "EXPLAIN (ANALYZE, BUFFERS) of each dashboard query (bench/serving_sql/dashboard/); "
+                "planning + execution time, median of runs after one warm-up run",
+        "goal": goal(indexed),
+        "with_serving_indexes": indexed,
+        "without_serving_indexes": without,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\ngoal (< {GOAL_MS:.0f} ms per query over the last 7 days): {'met' if results['goal']['met'] else 'NOT met'}; "
+          f"figures in {args.out.relative_to(REPO_ROOT) if args.out.is_relative_to(REPO_ROOT) else args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver) logs
+in to Superset, opens the dashboard, waits for every chart, and saves a screenshot
+(docs/dashboard.png, shown in the README). Every chart must have rendered without an error, and
+Superset's chart data API must return rows for each, from both layers where the chart shows the
+layer."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.e2e.conftest import ADMIN, REPO_ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.services]
+
+DASHBOARD_SLUG = "mobile-usage"
+SCREENSHOT = REPO_ROOT / "docs" / "dashboard.png"
+CHARTS = {
+    "Traffic by answering layer", "Traffic per antenna", "Top users", "Share per app",
+    "Users over quota", "Speed-versus-batch drift",
+}
+CHART_LOAD_TIMEOUT = 120
+
+
+def system_chromium() -> tuple[str, str]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.fail("needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver")
+    return chromium, driver
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium, driver_path = system_chromium()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1650",
+                     "--hide-scrollbars", "--force-device-scale-factor=1"):
+        options.add_argument(argument)
+    # The system's chromedriver, matching the system's chromium: Selenium Manager downloads nothing.
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def api(superset_url) -> requests.Session:
+    session = requests.Session()
+    login = session.post(f"{superset_url}/api/v1/security/login", json={**ADMIN, "provider": "db", "refresh": False}, timeout=30)
+    login.raise_for_status()
+    session.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+    return session
+
+
+def log_in(browser, superset_url: str) -> None:
+    browser.get(f"{superset_url}/login/")
+    wait = WebDriverWait(browser, 60)
+    wait.until(EC.presence_of_element_located((By.ID, "username"))).send_keys(ADMIN["username"])
+    browser.find_element(By.ID, "password").send_keys(ADMIN["password"])
+    browser.find_element(By.CSS_SELECTOR, "button[data-test='login-button']").click()
+    wait.until(lambda driver: "/login" not in driver.current_url)
+
+
+def open_dashboard_and_wait_for_charts(browser, superset_url: str) -> list:
+    """The dashboard's chart containers, once none is loading any more."""
+    browser.get(f"{superset_url}/superset/dashboard/{DASHBOARD_SLUG}/")
+    wait = WebDriverWait(browser, CHART_LOAD_TIMEOUT)
+    wait.until(lambda driver: len(driver.find_elements(By.CLASS_NAME, "chart-container")) >= len(CHARTS))
+    try:
+        wait.until(lambda driver: not driver.find_elements(By.CLASS_NAME, "loading"))
+    except TimeoutException:
+        pytest.fail(f"charts still loading after {CHART_LOAD_TIMEOUT} s")
+    return browser.find_elements(By.CLASS_NAME, "chart-container")
+
+
+def chart_ids(api: requests.Session, superset_url: str) -> dict[str, int]:
+    response = api.get(f"{superset_url}/api/v1/dashboard/{DASHBOARD_SLUG}/charts", timeout=30)
+    response.raise_for_status()
+    return {chart["slice_name"]: chart["id"] for chart in response.json()["result"]}
+
+
+def chart_rows(api: requests.Session, superset_url: str, chart_id: int) -> list[dict]:
+    response = api.get(f"{superset_url}/api/v1/chart/{chart_id}/data/", params={"force": "true"}, timeout=60)
+    assert response.status_code == 200, response.text[:2000]
+    (result,) = response.json()["result"]
+    assert not result.get("error"), result["error"]
+    return result["data"]
+
+
+def test_the_dashboard_renders_every_chart_with_data(browser, api, superset_url):
+    log_in(browser, superset_url)
+    containers = open_dashboard_and_wait_for_charts(browser, superset_url)
+    # Let the charts' drawing animations end before the screenshot.
+    WebDriverWait(browser, 10).until(lambda driver: driver.execute_script("return document.readyState") == "complete")
+    browser.execute_script("return new Promise(done => setTimeout(done, 3000))")
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOT))
+
+    errors = [alert.text for alert in browser.find_elements(By.XPATH, "//div[@role='alert']")]
+    assert errors == [], f"the dashboard shows errors: {errors}"
+    assert len(containers) == len(CHARTS)
+    empty = [c.text for c in browser.find_elements(By.CSS_SELECTOR, ".chart-container") if "No results" in c.text]
+    assert empty == [], f"charts without data: {empty}"
+
+    ids = chart_ids(api, superset_url)
+    assert set(ids) == CHARTS
+    rows = {name: chart_rows(api, superset_url, chart_id) for name, chart_id in ids.items()}
+    assert {name for name, data in rows.items() if not data} == set()
+    # The closed hour from the batch layer, the current one from the speed layer, side by side.
+    assert {row["layer"] for row in rows["Traffic by answering layer"]} == {"batch", "speed"}
+    assert {row["layer"] for row in rows["Users over quota"]} == {"batch", "speed"}
+    assert SCREENSHOT.stat().st_size > 10_000
