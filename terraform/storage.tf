@@ -1,4 +1,4 @@
-# One bucket: the data lake (raw Parquet, quarantine, checkpoints) under lake/, the code Dataproc
+# One bucket: the data lake (raw and compacted Parquet, quarantine, checkpoints) under lake/, the code Dataproc
 # runs under code/, and Dataproc's staging files.
 resource "google_storage_bucket" "platform" {
   name     = "${var.project_id}-${var.name_prefix}-platform"
@@ -18,7 +18,7 @@ resource "google_storage_bucket" "platform" {
   lifecycle_rule {
     condition {
       age            = 30
-      matches_prefix = ["${local.lake_prefix}/raw/"]
+      matches_prefix = ["${local.lake_prefix}/raw/", "${local.lake_prefix}/compacted/"]
       with_state     = "LIVE"
     }
     action {
@@ -30,7 +30,7 @@ resource "google_storage_bucket" "platform" {
   lifecycle_rule {
     condition {
       age            = var.raw_retention_days
-      matches_prefix = ["${local.lake_prefix}/raw/"]
+      matches_prefix = ["${local.lake_prefix}/raw/", "${local.lake_prefix}/compacted/"]
     }
     action {
       type = "Delete"

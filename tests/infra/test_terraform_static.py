@@ -169,7 +169,7 @@ def test_the_bucket_is_private_versioned_and_ages_out_raw_quarantine_and_old_che
     evaluate = Evaluator(terraform, {}, {"google_storage_bucket.platform.name": BUCKET}).value
     deleted = [evaluate(rule["condition"][0]) for rule in bucket["lifecycle_rule"] if rule["action"][0]["type"] == '"Delete"']
     prefixes = {prefix for condition in deleted for prefix in condition.get("matches_prefix", [])}
-    assert {"lake/raw/", "lake/quarantine/", "lake/checkpoints/"} <= prefixes
+    assert {"lake/raw/", "lake/compacted/", "lake/quarantine/", "lake/checkpoints/"} <= prefixes
     checkpoint_rule = next(condition for condition in deleted if condition.get("matches_prefix") == ["lake/checkpoints/"])
     # Only replaced versions: the live checkpoint must never be aged out.
     assert checkpoint_rule["with_state"] == "ARCHIVED" and "age" not in checkpoint_rule
