@@ -109,6 +109,7 @@ def main() -> None:
     layout = StorageLayout(settings.storage_root())
     print(f"\nEvents processed so far: {events} valid, {quarantined} quarantined")
     print(f"Raw Parquet:  {layout.raw}  (partitioned by event_hour, then micro-batch)")
+    print(f"Compacted:    {layout.compacted}  (closed hours, one file each, 5 minutes after they end)")
     print(f"Quarantine:   {layout.quarantine}")
     print(f"Checkpoint:   {layout.streaming_checkpoint}")
     print(f"PostgreSQL:   {settings.pg_dsn()}")

@@ -30,6 +30,10 @@ class StorageLayout:
         return self._path("raw")
 
     @property
+    def compacted(self) -> str:
+        return self._path("compacted")
+
+    @property
     def quarantine(self) -> str:
         return self._path("quarantine")
 
