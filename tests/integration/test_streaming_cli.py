@@ -35,7 +35,8 @@ def test_missing_topic(scratch_dsn, tmp_path):
 
 def test_missing_table(topic, scratch_dsn, tmp_path):
     with psycopg2.connect(scratch_dsn) as conn, conn.cursor() as cur:
-        cur.execute("DROP TABLE bytes_agg_app")
+        # CASCADE: the serving views read the table too; the job must name the table it misses.
+        cur.execute("DROP TABLE bytes_agg_app CASCADE")
     conn.close()
     result = run_module("spark_jobs.streaming", *streaming_args(topic, scratch_dsn, tmp_path), check=False)
 
