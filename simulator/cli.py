@@ -7,7 +7,6 @@ cleanly), 1 when Kafka did not acknowledge every record, 2 for bad flags or an u
 from __future__ import annotations
 
 import argparse
-import math
 import secrets
 import signal
 import sys
@@ -21,6 +20,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
+from common.cli_types import integer, non_negative_float, non_negative_int, positive_float, positive_int
 from common.settings import kafka_bootstrap_servers, kafka_topic
 from simulator.generator import KNOWN_USER_COUNT, SimulatorConfig, generate_records, iso_utc
 from simulator.parallel import SendJob, send_in_parallel
@@ -41,46 +41,8 @@ EXIT_DELIVERY_FAILED = 1
 EXIT_BROKER_UNAVAILABLE = 2
 
 
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be zero or more, got {text!r}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
-    return value
-
-
 def _probability(text: str) -> float:
-    value = _non_negative_float(text)
+    value = non_negative_float(text)
     if value > 1:
         raise argparse.ArgumentTypeError(f"must be within [0, 1], got {text!r}")
     return value
@@ -113,22 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     what = parser.add_argument_group("what to generate")
-    what.add_argument("--antennas", type=_positive_int, default=5, metavar="N", help="number of antennas (default: 5)")
+    what.add_argument("--antennas", type=positive_int, default=5, metavar="N", help="number of antennas (default: 5)")
     what.add_argument(
         "--devices",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=KNOWN_USER_COUNT,
         metavar="N",
         help=f"devices 00000000-0000-0000-0000-000000000001 ... (default: {KNOWN_USER_COUNT}, the users of user_metadata)",
     )
     what.add_argument(
         "--unknown-devices",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         metavar="K",
         help="extra devices ffffffff-0000-0000-0000-00000000000k that are no user (default: 0)",
     )
-    what.add_argument("--tick-seconds", type=_positive_int, default=60, metavar="S", help="event time between ticks (default: 60)")
+    what.add_argument("--tick-seconds", type=positive_int, default=60, metavar="S", help="event time between ticks (default: 60)")
     what.add_argument(
         "--start",
         type=parse_start,
@@ -136,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="event time of the first tick, ISO-8601 UTC like 2026-11-28T03:00:00Z (default: now)",
     )
-    what.add_argument("--seed", type=_int, default=None, help="random seed; the same options and seed send the same records (default: random, printed at the end)")
+    what.add_argument("--seed", type=integer, default=None, help="random seed; the same options and seed send the same records (default: random, printed at the end)")
     what.add_argument(
         "--malformed-rate",
         type=_probability,
@@ -146,19 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     until = parser.add_argument_group("when to stop (the first reached; none: run until Ctrl-C)")
-    until.add_argument("--ticks", type=_positive_int, metavar="N", help="after N ticks")
+    until.add_argument("--ticks", type=positive_int, metavar="N", help="after N ticks")
     until.add_argument(
         "--duration",
-        type=_positive_int,
+        type=positive_int,
         metavar="SECONDS",
         help="after SECONDS of event time: the ticks in [start, start + SECONDS)",
     )
-    until.add_argument("--events", type=_positive_int, metavar="N", help="after N records in total, valid and malformed")
+    until.add_argument("--events", type=positive_int, metavar="N", help="after N records in total, valid and malformed")
 
     how = parser.add_argument_group("how to send")
     how.add_argument(
         "--rate",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=None,
         metavar="EVENTS_PER_SECOND",
         help="send at most this many records a second; 0 sends as fast as possible (default: one tick per --tick-seconds of real time)",
@@ -167,14 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--topic", default=kafka_topic(), help="Kafka topic (default: $KAFKA_TOPIC or %(default)s)")
     how.add_argument(
         "--connect-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_CONNECT_TIMEOUT_SECONDS,
         metavar="SECONDS",
         help="give up when no broker answers within this time (default: %(default)s)",
     )
     how.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="N",
         help=(
@@ -192,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--window-seconds",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_WINDOW_SECONDS,
         metavar="S",
         help="window length of the summary's windowed totals (default: %(default)s, as the speed layer)",

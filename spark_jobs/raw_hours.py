@@ -180,7 +180,7 @@ class ClosedHourCompaction:
         oldest = (now - self.RECOVERY_WINDOW).strftime(EVENT_HOUR_FORMAT)
         hours = [name.split("=", 1)[1] for name in child_names(self.spark, self.layout.raw) if name.startswith("event_hour=")]
         for hour in (h for h in hours if h >= oldest):
-            committed = [n for n in raw_batches(self.spark, self.layout, hour, -1, current_batch - 1)]
+            committed = raw_batches(self.spark, self.layout, hour, -1, current_batch - 1)
             compacted = newest_compaction(self.spark, self.layout, hour, current_batch - 1)
             if committed and (compacted is None or max(committed) > compacted):
                 self.wrote({hour}, max(committed))

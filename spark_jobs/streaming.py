@@ -27,6 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from common import secrets, settings
+from common.cli_types import non_negative_float, positive_float, positive_int
 from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_window
 from spark_jobs.events import classify_records, quarantine_records, valid_events
@@ -55,27 +56,6 @@ def _window(text: str) -> str:
     return text
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must not be negative")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
-    return value
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m spark_jobs.streaming",
@@ -88,12 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storage-root", default=settings.storage_root(), help="local folder or gs:// URI (env STORAGE_ROOT)")
     parser.add_argument("--checkpoint", help="checkpoint location (default: STORAGE_ROOT/checkpoints/streaming)")
     parser.add_argument("--window", type=_window, default="5 minutes", help="tumbling window length (default: '5 minutes')")
-    parser.add_argument("--trigger-seconds", type=_positive_float, default=2.0, help="micro-batch interval (default: 2)")
-    parser.add_argument("--max-offsets-per-trigger", type=_positive_int, default=500_000, help="cap on records per micro-batch")
+    parser.add_argument("--trigger-seconds", type=positive_float, default=2.0, help="micro-batch interval (default: 2)")
+    parser.add_argument("--max-offsets-per-trigger", type=positive_int, default=500_000, help="cap on records per micro-batch")
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default="earliest", help="where a new checkpoint starts reading")
     parser.add_argument("--available-now", action="store_true", help="process what the topic holds now, then exit")
     parser.add_argument(
-        "--compact-after-minutes", type=_non_negative_float, default=5.0,
+        "--compact-after-minutes", type=non_negative_float, default=5.0,
         help="compact an hour's raw files into one this long after the hour ends (default: 5; before batch_hourly's lateness)",
     )
     parser.add_argument("--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)")

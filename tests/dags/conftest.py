@@ -29,17 +29,22 @@ CLOUD_CONFIG = {
 }
 
 
-@pytest.fixture(scope="module")
-def run_batch_tasks():
-    """{runner: the unrendered run_batch task} for the two Dataproc runners, parsed with cloud config."""
+def dataproc_run_batch_tasks(config: dict[str, str]) -> dict:
+    """{runner: the unrendered run_batch task} for the two Dataproc runners, batch_hourly parsed
+    with `config` (AIRFLOW_VAR_* / AIRFLOW_CONN_* variables) in the environment."""
     tasks = {}
     with pytest.MonkeyPatch.context() as env:
-        for name, value in CLOUD_CONFIG.items():
+        for name, value in config.items():
             env.setenv(name, value)
         for runner in ("dataproc", "serverless"):
             env.setenv("BATCH_RUNNER", runner)
             tasks[runner] = DagBag(dag_folder=REPO_ROOT / "dags").dags["batch_hourly"].get_task("run_batch")
     return tasks
+
+
+@pytest.fixture(scope="module")
+def run_batch_tasks():
+    return dataproc_run_batch_tasks(CLOUD_CONFIG)
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ import re
 from pathlib import Path
 
 import pytest
-from airflow.dag_processing.dagbag import DagBag
 from google.cloud import dataproc_v1
 
 from deploy import package
 from tests.conftest import REPO_ROOT
-from tests.dags.conftest import rendered
+from tests.dags.conftest import dataproc_run_batch_tasks, rendered
 from tests.infra.conftest import BUCKET, KAFKA_IP, PROJECT, evaluator_for
 from tests.infra.terraform import TERRAFORM_DIR, block
 
@@ -127,14 +126,7 @@ def test_terraform_outputs_every_variable_batch_hourly_requires(airflow_config):
 
 @pytest.fixture(scope="module")
 def dag_tasks(airflow_config):
-    tasks = {}
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in airflow_config.items():
-            env.setenv(name, value)
-        for runner in ("dataproc", "serverless"):
-            env.setenv("BATCH_RUNNER", runner)
-            tasks[runner] = DagBag(dag_folder=REPO_ROOT / "dags").dags["batch_hourly"].get_task("run_batch")
-    return tasks
+    return dataproc_run_batch_tasks(airflow_config)
 
 
 def test_the_dag_submits_a_valid_job_on_the_terraform_cluster_and_uploaded_code(
