@@ -86,14 +86,13 @@ def streaming_args(topic: str, dsn: str, storage: str, *extra: str):
 
 def drain_once(spark, topic: str, expected_events: int) -> dict:
     from spark_jobs.storage import StorageLayout
-    from spark_jobs.streaming import speed_layer_batch, start_query
+    from spark_jobs.streaming import outage_policy, speed_layer_batch, start_query
 
     with scratch_database("bench") as dsn, tempfile.TemporaryDirectory(prefix="bench-storage-") as storage:
         args = streaming_args(topic, dsn, storage, "--available-now")
-        batch = speed_layer_batch(spark, args, StorageLayout(storage))
+        batch = speed_layer_batch(spark, args, StorageLayout(storage), outage_policy(args))
         started = time.monotonic()
-        query = start_query(spark, args, batch, StorageLayout(storage).streaming_checkpoint)
-        batch.set_query_id(str(query.id))
+        query = start_query(spark, args, batch)
         query.awaitTermination()
         elapsed = time.monotonic() - started
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:

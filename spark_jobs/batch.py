@@ -16,7 +16,7 @@ import logging
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -24,12 +24,15 @@ from pyspark.sql import functions as F
 from common import secrets, settings
 from spark_jobs import postgres, raw_hours
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, totals_per_window
+from spark_jobs.outages import DependencyDown, OutagePolicy
 from spark_jobs.session import build_session
-from spark_jobs.storage import EVENT_HOUR_FORMAT, StorageLayout
+from spark_jobs.storage import StorageLayout, event_hour_name, iso_hour
 
 log = logging.getLogger("spark_jobs.batch")
 
 HOUR = "1 hour"
+# A run is one task of batch_hourly, which retries it: a short wait rides out a failover.
+DATABASE_OUTAGES = OutagePolicy(limit=timedelta(minutes=5))
 REQUIRED_TABLES = (
     "user_metadata", "batch_hour_runs",
     *(table.name for table in postgres.HOURLY_TABLES),
@@ -86,8 +89,9 @@ def hour_cube(events: DataFrame) -> DataFrame:
     Far fewer rows than events: the raw files are scanned once, and every total of the hour is a
     sum over these rows (`event_time` = the hour start).
     """
-    # The hour by integer arithmetic on the epoch seconds: per event, cheaper than window().
-    hour_start = F.timestamp_seconds(F.col("timestamp") - F.col("timestamp") % 3600).alias("event_time")
+    # The hour by integer arithmetic on the epoch seconds: per event, cheaper than window(). pmod,
+    # not %, whose remainder is negative before 1970 and would split such an hour in two.
+    hour_start = F.timestamp_seconds(F.col("timestamp") - F.pmod("timestamp", F.lit(3600))).alias("event_time")
     return events.groupBy("antenna_id", "app", "id", hour_start).agg(
         F.sum("bytes").cast("bigint").alias("bytes"), F.count(F.lit(1)).alias("events")
     )
@@ -157,7 +161,7 @@ def last_committed_batch(spark: SparkSession, checkpoint: str) -> int | None:
 
 def run(args: argparse.Namespace) -> HourResult | None:
     postgres.require_tables(args.pg_dsn, REQUIRED_TABLES)
-    spark = build_session(f"batch-layer-{args.hour.strftime('%Y-%m-%dT%H:%M:%SZ')}", args.master)
+    spark = build_session(f"batch-layer-{iso_hour(args.hour)}", args.master)
     return run_with_session(spark, args)
 
 
@@ -165,9 +169,9 @@ def run_with_session(spark: SparkSession, args: argparse.Namespace) -> HourResul
     """The job on an existing session (the benchmark times it apart from Spark's start-up)."""
     layout = StorageLayout(args.storage_root)
     checkpoint = args.checkpoint or layout.streaming_checkpoint
-    hour_text = args.hour.strftime("%Y-%m-%dT%H:%M:%SZ")
+    hour_text = iso_hour(args.hour)
     committed = last_committed_batch(spark, checkpoint)
-    raw = raw_hours.read_hour(spark, layout, args.hour.strftime(EVENT_HOUR_FORMAT), committed) if committed is not None else None
+    raw = raw_hours.read_hour(spark, layout, event_hour_name(args.hour), committed) if committed is not None else None
     if raw is None:
         log.warning("no data for hour %s under %s: nothing written", hour_text, layout.raw)
         return None
@@ -176,7 +180,7 @@ def run_with_session(spark: SparkSession, args: argparse.Namespace) -> HourResul
     if result.valid_events == 0:
         log.warning("no committed events for hour %s: nothing written", hour_text)
         return None
-    postgres.with_retries(lambda: postgres.replace_hour(args.pg_dsn, args.hour, result, committed))
+    postgres.with_retries(lambda: postgres.replace_hour(args.pg_dsn, args.hour, result, committed), DATABASE_OUTAGES)
     log.info(
         "hour %s: %d events, %d bytes (%d from unknown devices), %d users over quota; replaced atomically",
         hour_text, result.valid_events, result.valid_bytes, result.unknown_device_bytes, len(result.over_quota),
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
-    except postgres.DatabaseUnavailable as error:
+    except (postgres.DatabaseUnavailable, postgres.SchemaNotMigrated, DependencyDown) as error:
         sys.exit(f"error: {error}")
 
 

@@ -22,6 +22,13 @@ QUARANTINE_COLUMNS = ("value", "reason", *KAFKA_METADATA_COLUMNS)
 # Epoch seconds Spark can turn into a timestamp without overflow: year 1 to year 9999.
 MIN_EPOCH_SECONDS = -62135596800
 MAX_EPOCH_SECONDS = 253402300799
+# Ids are UUIDs and app names are short: a longer string is hostile, and the serving database
+# could not index it. A NUL is refused by PostgreSQL's text type.
+MAX_STRING_LENGTH = 256
+NUL = "\u0000"
+# 1 TB in one report. With --max-offsets-per-trigger capped at a million records, no sum a
+# micro-batch computes can overflow 64 bits (10^6 x 10^12 < 2^63).
+MAX_BYTES = 10**12
 
 # The names schema_of_variant gives a JSON integer that fits in 64 bits, a string and a JSON null.
 _VARIANT_INTEGER = "BIGINT"
@@ -42,6 +49,14 @@ def _field_problem(field: str, expected_type: str) -> Column:
     )
 
 
+def _string_problem(field: str) -> Column:
+    value = F.col(field)
+    return (
+        F.when(F.instr(value, NUL) > 0, F.lit(f"nul_character:{field}"))
+        .when(F.length(value) > MAX_STRING_LENGTH, F.lit(f"too_long:{field}"))
+    )
+
+
 def _rejection_reason() -> Column:
     """The first problem of a record, in a fixed order, or NULL for a valid event.
 
@@ -55,12 +70,16 @@ def _rejection_reason() -> Column:
         _field_problem(f, _VARIANT_STRING) for f in STRING_FIELDS
     ]
     return (
-        F.when(parsed.isNull(), F.lit("invalid_json"))
+        # Not UTF-8: Python would turn its strings into replacement characters, merging keys.
+        F.when(~F.is_valid_utf8("value"), F.lit("invalid_utf8"))
+        .when(parsed.isNull(), F.lit("invalid_json"))
         .when(lacks_every_field & ~is_object, F.lit("not_an_object"))
         .otherwise(
             F.coalesce(
                 *field_problems,
+                *[_string_problem(f) for f in STRING_FIELDS],
                 F.when(F.col("bytes") < 0, F.lit("negative_bytes")),
+                F.when(F.col("bytes") > MAX_BYTES, F.lit("bytes_too_large")),
                 F.when(
                     (F.col("timestamp") < MIN_EPOCH_SECONDS) | (F.col("timestamp") > MAX_EPOCH_SECONDS),
                     F.lit("timestamp_out_of_range"),
@@ -107,6 +126,29 @@ def valid_events(classified: DataFrame) -> DataFrame:
         F.date_format(F.date_trunc("hour", event_time), "yyyy-MM-dd-HH").alias("event_hour"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
+    )
+
+
+def reject_records(classified: DataFrame, rejections: list[tuple[Column, str]]) -> DataFrame:
+    """`classified` with the valid records that match a condition of `rejections` turned into
+    rejected ones, with that condition's reason (the first that matches).
+
+    For records that pass every rule here and are still refused downstream (by the database).
+    Their raw value was already dropped, so they keep the event re-encoded as JSON; topic,
+    partition and offset point at the original.
+    """
+    if not rejections:
+        return classified
+    (first_condition, first_reason), *others = rejections
+    matched = reduce(lambda chain, rule: chain.when(rule[0], F.lit(rule[1])), others, F.when(first_condition, F.lit(first_reason)))
+    new_reason = F.when(F.col("reason").isNull(), matched)
+    marked = classified.withColumn("_new_reason", new_reason)
+    rejected_now = F.col("_new_reason").isNotNull()
+    return marked.select(
+        F.when(rejected_now, F.to_json(F.struct(*EVENT_COLUMNS))).otherwise(F.col("value")).alias("value"),
+        *KAFKA_METADATA_COLUMNS,
+        F.coalesce("reason", "_new_reason").alias("reason"),
+        *[F.when(~rejected_now, F.col(c)).alias(c) for c in EVENT_COLUMNS],
     )
 
 

@@ -6,23 +6,44 @@ with psycopg2 in one transaction; that transaction is what makes the writes exac
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg2
-from psycopg2 import sql
+from psycopg2 import errorcodes, sql
 from psycopg2.extras import execute_values
+
+from spark_jobs.outages import OutagePolicy, wait_out
 
 T = TypeVar("T")
 
 USER_COLUMNS = ("id", "email", "quota")
-RETRIES = 5
+# Every session: no statement or lock wait hangs a micro-batch for ever, a driver that died in a
+# transaction releases its locks (the progress row) within a minute, and the server notices a
+# vanished client through TCP keepalives. UTC, so dates of any year read back as they were written.
+SESSION_SETTINGS = {
+    "statement_timeout": "120s",
+    "lock_timeout": "30s",
+    "idle_in_transaction_session_timeout": "60s",
+    "tcp_keepalives_idle": "30",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "3",
+    "TimeZone": "UTC",
+}
+CLIENT_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+# Errors that say the database is (for now) out of reach, as opposed to refusing what was sent.
+CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
+# Errors in which the database refuses a value: the same rows would fail on every replay.
+REFUSED_VALUE_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError, UnicodeError)
 
 
 class DatabaseUnavailable(RuntimeError):
-    """PostgreSQL could not be reached or lacks a table: the job cannot go on."""
+    """PostgreSQL could not be reached."""
+
+
+class SchemaNotMigrated(RuntimeError):
+    """PostgreSQL answers but lacks a table: a configuration error, not an outage."""
 
 
 @dataclass(frozen=True)
@@ -34,12 +55,68 @@ class SpeedTable:
     known_users_only: bool = False
 
 
+# One row of a speed table's increment: (key, window start epoch seconds, bytes).
+Increment = tuple[str, int, int]
+# One event hour's share of a micro-batch: (hour start epoch seconds, events, bytes).
+HourCount = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class SpeedBatchTotals:
+    """What one micro-batch adds to the serving database."""
+
+    increments: dict[SpeedTable, list[Increment]]
+    hours: list[HourCount]
+    quarantined_events: int
+
+    @property
+    def valid_events(self) -> int:
+        return sum(events for _, events, _ in self.hours)
+
+
+@dataclass(frozen=True)
+class RefusedRow:
+    """A row the database refuses on its own: `table` None is the batch's row for an event hour."""
+
+    table: SpeedTable | None
+    key: str
+    start: int
+    reason: str
+
+
+@dataclass
+class RowsRefused(Exception):
+    """The database refused rows of a micro-batch: replaying it as it is would fail the same way."""
+
+    error: BaseException
+    rows: list[RefusedRow] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return f"PostgreSQL refused the micro-batch's totals: {error_line(self.error)}"
+
+
+def error_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def refusal_reason(error: BaseException) -> str:
+    """A short machine-readable name of what the database refused, for the quarantine."""
+    code = getattr(error, "pgcode", None)
+    name = errorcodes.lookup(code).lower() if code else type(error).__name__.lower()
+    return f"database_refused:{name}"
+
+
 def connect(dsn: str):
+    options = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
     try:
-        return psycopg2.connect(dsn, connect_timeout=10, application_name="mobile-usage-spark")
+        return psycopg2.connect(
+            dsn, connect_timeout=10, application_name="mobile-usage-spark", options=options, **CLIENT_KEEPALIVES
+        )
     except psycopg2.OperationalError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "no answer"
-        raise DatabaseUnavailable(f"cannot connect to PostgreSQL at PG_DSN ({first_line}); is it running (`make up`)?") from error
+        raise DatabaseUnavailable(
+            f"cannot connect to PostgreSQL at PG_DSN ({error_line(error)}); is it running (`make up`)?"
+        ) from error
 
 
 def require_tables(dsn: str, tables: Iterable[str]) -> None:
@@ -48,7 +125,7 @@ def require_tables(dsn: str, tables: Iterable[str]) -> None:
         for table in tables:
             cur.execute("SELECT to_regclass(%s)", (table,))
             if cur.fetchone()[0] is None:
-                raise DatabaseUnavailable(f"table {table} is missing in PG_DSN's database; apply the migrations with `make up`")
+                raise SchemaNotMigrated(f"table {table} is missing in PG_DSN's database; apply the migrations with `make up`")
     conn.close()
 
 
@@ -60,25 +137,17 @@ def fetch_users(dsn: str) -> list[tuple[str, str, int]]:
     return rows
 
 
-def with_retries(action: Callable[[], T], retries: int = RETRIES, first_delay: float = 1.0) -> T:
-    """Run `action`, retrying a lost connection with backoff: a restarted database must not end a
+def with_retries(action: Callable[[], T], policy: OutagePolicy | None = None) -> T:
+    """Run `action`, waiting out a lost or refused connection: a restarted database must not end a
     long-running stream, and the action is idempotent so retrying is safe."""
-    delay = first_delay
-    for attempt in range(retries + 1):
-        try:
-            return action()
-        except (psycopg2.OperationalError, psycopg2.InterfaceError, DatabaseUnavailable):
-            if attempt == retries:
-                raise
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+    return wait_out(
+        action, what="PostgreSQL", transient=(*CONNECTION_ERRORS, DatabaseUnavailable), policy=policy or OutagePolicy()
+    )
 
 
-def _upsert_increment(cur, table: SpeedTable, rows: Sequence[tuple[str, int, int]]) -> None:
-    """Add each (key, window start epoch, bytes) to its window's running total."""
+def _upsert_statement(table: SpeedTable) -> sql.Composed:
     user_filter = sql.SQL("JOIN user_metadata u ON u.id = v.key") if table.known_users_only else sql.SQL("")
-    statement = sql.SQL(
+    return sql.SQL(
         "INSERT INTO {table} ({key}, date, {total}) "
         "SELECT v.key, to_timestamp(v.window_start), v.total FROM (VALUES %s) AS v (key, window_start, total) {user_filter} "
         "ON CONFLICT ({key}, date) DO UPDATE SET {total} = {table}.{total} + EXCLUDED.{total}"
@@ -86,23 +155,36 @@ def _upsert_increment(cur, table: SpeedTable, rows: Sequence[tuple[str, int, int
         table=sql.Identifier(table.name), key=sql.Identifier(table.key), total=sql.Identifier(table.sum_column),
         user_filter=user_filter,
     )
+
+
+# The speed layer's own count of each event hour, which the batch layer is reconciled against.
+HOURS_STATEMENT = (
+    "INSERT INTO speed_hour_totals (date, events, bytes) "
+    "SELECT to_timestamp(v.hour), v.events, v.bytes FROM (VALUES %s) AS v (hour, events, bytes) "
+    "ON CONFLICT (date) DO UPDATE SET events = speed_hour_totals.events + EXCLUDED.events, "
+    "bytes = speed_hour_totals.bytes + EXCLUDED.bytes, updated_at = now()"
+)
+INCREMENT_TEMPLATE = "(%s, %s::bigint, %s::bigint)"
+HOUR_TEMPLATE = "(%s::bigint, %s::bigint, %s::bigint)"
+
+
+def _upsert_increment(cur, table: SpeedTable, rows: Sequence[Increment]) -> None:
+    """Add each (key, window start epoch, bytes) to its window's running total."""
     # Sorted so that two writers never lock the same rows in opposite orders.
-    execute_values(cur, statement, sorted(rows), template="(%s, %s::bigint, %s::bigint)", page_size=1000)
+    execute_values(cur, _upsert_statement(table), sorted(rows), template=INCREMENT_TEMPLATE, page_size=1000)
 
 
-def apply_speed_batch(
-    dsn: str,
-    query_id: str,
-    batch_id: int,
-    increments: dict[SpeedTable, Sequence[tuple[str, int, int]]],
-    valid_events: int,
-    quarantined_events: int,
-) -> bool:
-    """Apply one micro-batch's window increments exactly once.
+def _upsert_hours(cur, hours: Sequence[HourCount]) -> None:
+    execute_values(cur, HOURS_STATEMENT, sorted(hours), template=HOUR_TEMPLATE, page_size=1000)
+
+
+def apply_speed_batch(dsn: str, query_id: str, batch_id: int, totals: SpeedBatchTotals) -> bool:
+    """Apply one micro-batch's window increments and hour counts exactly once.
 
     The batch id is recorded in the same transaction as the increments, so a micro-batch that
     Spark replays after a crash finds itself already applied and changes nothing. Returns
-    whether the batch was applied now (False: it already had been).
+    whether the batch was applied now (False: it already had been). Raises RowsRefused, naming
+    the rows, when the database refuses a value.
     """
     conn = connect(dsn)
     try:
@@ -115,17 +197,51 @@ def apply_speed_batch(
             (last_batch_id,) = cur.fetchone()
             if batch_id <= last_batch_id:
                 return False
-            for table, rows in increments.items():
-                if rows:
-                    _upsert_increment(cur, table, rows)
+            try:
+                _write_totals(cur, totals)
+            except REFUSED_VALUE_ERRORS as error:
+                conn.rollback()
+                raise RowsRefused(error, refused_rows(conn, totals)) from error
             cur.execute(
                 "UPDATE speed_layer_progress SET last_batch_id = %s, valid_events = valid_events + %s, "
                 "quarantined_events = quarantined_events + %s, updated_at = now() WHERE query_id = %s",
-                (batch_id, valid_events, quarantined_events, query_id),
+                (batch_id, totals.valid_events, totals.quarantined_events, query_id),
             )
         return True
     finally:
         conn.close()
+
+
+def _write_totals(cur, totals: SpeedBatchTotals) -> None:
+    for table, rows in totals.increments.items():
+        if rows:
+            _upsert_increment(cur, table, rows)
+    if totals.hours:
+        _upsert_hours(cur, totals.hours)
+
+
+def refused_rows(conn, totals: SpeedBatchTotals) -> list[RefusedRow]:
+    """Each row the database refuses on its own, tried one at a time under a savepoint in a
+    transaction that is rolled back: only the failure path pays for it."""
+    attempts: list[tuple[SpeedTable | None, tuple, Callable]] = [
+        (table, row, lambda cur, t=table, r=row: _upsert_increment(cur, t, [r]))
+        for table, rows in totals.increments.items()
+        for row in rows
+    ] + [(None, hour, lambda cur, h=hour: _upsert_hours(cur, [h])) for hour in totals.hours]
+    refused = []
+    try:
+        with conn.cursor() as cur:
+            for table, row, attempt in attempts:
+                cur.execute("SAVEPOINT one_row")
+                try:
+                    attempt(cur)
+                except REFUSED_VALUE_ERRORS as error:
+                    cur.execute("ROLLBACK TO SAVEPOINT one_row")
+                    key = "" if table is None else row[0]
+                    refused.append(RefusedRow(table, key, row[0] if table is None else row[1], refusal_reason(error)))
+    finally:
+        conn.rollback()
+    return refused
 
 
 @dataclass(frozen=True)

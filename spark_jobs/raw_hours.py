@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.events import EVENT_COLUMNS
-from spark_jobs.storage import EVENT_HOUR_FORMAT, StorageLayout
+from spark_jobs.storage import StorageLayout, event_hour_name, event_hour_start
 
 log = logging.getLogger("spark_jobs.raw_hours")
 
@@ -65,6 +65,16 @@ def child_names(spark: SparkSession, location: str) -> list[str]:
     jvm = spark.sparkContext._jvm
     listing = jvm.scala.Predef.genericWrapArray(jvm.org.apache.hadoop.fs.FileUtil.stat2Paths(fs.listStatus(path))).mkString("\n")
     return [entry.rsplit("/", 1)[-1] for entry in listing.split("\n") if entry]
+
+
+def read_text(spark: SparkSession, location: str) -> str:
+    """A small text file (local or gs://), whole."""
+    path, fs = _filesystem(spark, location)
+    stream = fs.open(path)
+    try:
+        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
 
 
 def _numbers(names: list[str], prefix: str) -> list[int]:
@@ -171,13 +181,13 @@ class ClosedHourCompaction:
         return done
 
     def _closed(self, event_hour: str, now: datetime) -> bool:
-        start = datetime.strptime(event_hour, EVENT_HOUR_FORMAT).replace(tzinfo=timezone.utc)
-        return start + timedelta(hours=1) + self.delay <= now
+        # Moved to the side of `now`: the end of an hour of year 9999 is past datetime's range.
+        return event_hour_start(event_hour) <= now - timedelta(hours=1) - self.delay
 
     def _recover(self, current_batch: int, now: datetime) -> None:
         """After a (re)start: recent hours whose committed micro-batches outrun their compaction."""
         self._recovered = True
-        oldest = (now - self.RECOVERY_WINDOW).strftime(EVENT_HOUR_FORMAT)
+        oldest = event_hour_name(now - self.RECOVERY_WINDOW)
         hours = [name.split("=", 1)[1] for name in child_names(self.spark, self.layout.raw) if name.startswith("event_hour=")]
         for hour in (h for h in hours if h >= oldest):
             committed = raw_batches(self.spark, self.layout, hour, -1, current_batch - 1)

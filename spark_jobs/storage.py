@@ -4,6 +4,7 @@
     compacted/event_hour=YYYY-MM-DD-HH/through_batch=N/       one closed hour's batches up to N, in one file
     quarantine/batch_id=N/part-*.parquet                       rejected records of micro-batch N
     checkpoints/streaming/                                     Spark's offsets and commits
+    leases/streaming.json, checkpoints/streaming.lease         the running streaming job's leases
 
 A micro-batch rewrites exactly its own `batch_id=N` folders, so replaying it after a crash
 replaces its files instead of adding to them; Spark's commit log under the checkpoint says which
@@ -13,9 +14,35 @@ batches are final, and readers of raw/ keep to those (spark_jobs/raw_hours.py re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 RAW_PARTITION_COLUMNS = ("event_hour", "batch_id")
 EVENT_HOUR_FORMAT = "%Y-%m-%d-%H"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def event_hour_name(moment: datetime) -> str:
+    """The partition name of the UTC hour holding `moment`, as Spark's `yyyy-MM-dd-HH` writes it.
+
+    Not strftime: on Linux its %Y drops the leading zeros of years before 1000, and every year
+    from 1 to 9999 is a valid event time.
+    """
+    utc = moment.astimezone(timezone.utc)
+    return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}-{utc.hour:02d}"
+
+
+def event_hour_of_epoch(epoch_seconds: int) -> str:
+    return event_hour_name(EPOCH + timedelta(seconds=epoch_seconds))
+
+
+def event_hour_start(name: str) -> datetime:
+    """The start of the hour a partition name stands for."""
+    return datetime.strptime(name, EVENT_HOUR_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def iso_hour(moment: datetime) -> str:
+    """`YYYY-MM-DDTHH:MM:SSZ` for any year from 1 to 9999 (strftime drops leading zeros)."""
+    return f"{event_hour_name(moment)[:10]}T{moment.astimezone(timezone.utc):%H:%M:%S}Z"
 
 
 @dataclass(frozen=True)
@@ -36,6 +63,11 @@ class StorageLayout:
     @property
     def quarantine(self) -> str:
         return self._path("quarantine")
+
+    @property
+    def streaming_lease(self) -> str:
+        """The file that gives one streaming job at a time this storage root (spark_jobs/lease.py)."""
+        return self._path("leases", "streaming.json")
 
     @property
     def streaming_checkpoint(self) -> str:

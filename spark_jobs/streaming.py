@@ -13,27 +13,30 @@ and every total stays exact.
 from __future__ import annotations
 
 import argparse
-from contextlib import contextmanager
+import json
 import logging
-import re
 import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 from pyspark.errors import StreamingQueryException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from common import secrets, settings
 from common.cli_types import non_negative_float, positive_float, positive_int
 from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_window
-from spark_jobs.events import classify_records, quarantine_records, valid_events
-from spark_jobs.raw_hours import RAW_COLUMNS, ClosedHourCompaction
+from spark_jobs.events import classify_records, quarantine_records, reject_records, valid_events
+from spark_jobs.lease import Lease, LeaseHeld
+from spark_jobs.outages import DependencyDown, OutagePolicy, wait_out
+from spark_jobs.raw_hours import RAW_COLUMNS, ClosedHourCompaction, child_names, read_text
 from spark_jobs.session import build_session
-from spark_jobs.storage import StorageLayout
+from spark_jobs.storage import StorageLayout, event_hour_of_epoch
 
 log = logging.getLogger("spark_jobs.streaming")
 
@@ -43,17 +46,46 @@ SPEED_TABLES = {
     BY_USER: postgres.SpeedTable("bytes_agg_user", BY_USER.key, BY_USER.sum_column, known_users_only=True),
     BY_APP: postgres.SpeedTable("bytes_agg_app", BY_APP.key, BY_APP.sum_column),
 }
-REQUIRED_TABLES = ("user_metadata", "speed_layer_progress", *(t.name for t in SPEED_TABLES.values()))
-WINDOW_PATTERN = re.compile(r"^\d+ (second|minute|hour)s?$")
-# Mark the rows of the per-batch result that carry record counts rather than window totals.
-HOURS_TAG = "__events_per_hour__"
+REQUIRED_TABLES = (
+    "user_metadata", "speed_layer_progress", "speed_hour_totals", *(t.name for t in SPEED_TABLES.values()),
+)
+# Marks the row of the per-batch result that carries the quarantined count, not a window total.
 QUARANTINED_TAG = "__quarantined__"
+WINDOW_UNITS = {"second": 1, "minute": 60, "hour": 3600}
+SECONDS_PER_HOUR = 3600
+# A bound on every sum a micro-batch computes: a million reports of at most 10^12 bytes (the cap
+# of spark_jobs/events.py) cannot overflow 64 bits.
+MAX_OFFSETS_PER_TRIGGER = 1_000_000
+# Rounds of taking out the records the database refused before the batch is given up.
+MAX_REFUSAL_ROUNDS = 3
+# Times in a row the query may fail at one batch, with its dependencies answering, before the
+# job stops instead of looping.
+MAX_FAILURES_AT_ONE_BATCH = 5
+
+
+def window_seconds(text: str) -> int:
+    """'5 minutes' -> 300. Only lengths that divide an hour: a window must never straddle two of
+    the batch layer's hours, or the speed and batch totals of an hour could not be compared."""
+    parts = text.split()
+    unit = parts[1].rstrip("s") if len(parts) == 2 else ""
+    if len(parts) != 2 or not parts[0].isdigit() or unit not in WINDOW_UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a window length like '5 minutes'")
+    seconds = int(parts[0]) * WINDOW_UNITS[unit]
+    if seconds == 0 or SECONDS_PER_HOUR % seconds:
+        raise argparse.ArgumentTypeError(f"{text!r} does not divide an hour (e.g. '1 minute', '5 minutes', '1 hour')")
+    return seconds
 
 
 def _window(text: str) -> str:
-    if not WINDOW_PATTERN.match(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a window length like '5 minutes'")
+    window_seconds(text)
     return text
+
+
+def _max_offsets(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_OFFSETS_PER_TRIGGER:
+        raise argparse.ArgumentTypeError(f"at most {MAX_OFFSETS_PER_TRIGGER:,} (keeps every sum of a batch within 64 bits), got {text!r}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,14 +99,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-dsn-secret", default=secrets.pg_dsn_secret_default(), help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)")
     parser.add_argument("--storage-root", default=settings.storage_root(), help="local folder or gs:// URI (env STORAGE_ROOT)")
     parser.add_argument("--checkpoint", help="checkpoint location (default: STORAGE_ROOT/checkpoints/streaming)")
-    parser.add_argument("--window", type=_window, default="5 minutes", help="tumbling window length (default: '5 minutes')")
+    parser.add_argument("--window", type=_window, default="5 minutes", help="tumbling window length that divides an hour (default: '5 minutes')")
     parser.add_argument("--trigger-seconds", type=positive_float, default=2.0, help="micro-batch interval (default: 2)")
-    parser.add_argument("--max-offsets-per-trigger", type=positive_int, default=500_000, help="cap on records per micro-batch")
+    parser.add_argument(
+        "--max-offsets-per-trigger", type=_max_offsets, default=500_000,
+        help=f"cap on records per micro-batch (default: 500000, at most {MAX_OFFSETS_PER_TRIGGER})",
+    )
     parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default="earliest", help="where a new checkpoint starts reading")
     parser.add_argument("--available-now", action="store_true", help="process what the topic holds now, then exit")
     parser.add_argument(
         "--compact-after-minutes", type=non_negative_float, default=5.0,
         help="compact an hour's raw files into one this long after the hour ends (default: 5; before batch_hourly's lateness)",
+    )
+    parser.add_argument(
+        "--outage-limit-minutes", type=non_negative_float, default=30.0,
+        help="how long to wait for an unavailable PostgreSQL or Kafka broker before exiting (default: 30; 0: do not wait)",
     )
     parser.add_argument("--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)")
     return parser.parse_args(argv)
@@ -92,21 +131,92 @@ class StepTimer:
         try:
             yield
         finally:
-            self.seconds[name] = time.monotonic() - started
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
 
     def __str__(self) -> str:
         return ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.seconds.items())
 
 
+class StreamStopped(Exception):
+    """The job must stop: retrying would not help (the message says why and what to do)."""
+
+
+# ---- pure transformations -------------------------------------------------------------------
+
+
+def batch_totals(classified: DataFrame, events: DataFrame, window: str) -> DataFrame:
+    """Long form (table, key, window_start epoch, total, events) of the three speed tables' window
+    totals, plus one row tagged QUARANTINED_TAG counting the rejected records: one Spark job."""
+    totals = totals_per_window(events, list(SPEED_TABLES), window).select(
+        "table", "key", F.unix_seconds("date").alias("window_start"), "total", "events"
+    )
+    quarantined = classified.where(F.col("reason").isNotNull()).groupBy().count().select(
+        F.lit(QUARANTINED_TAG).alias("table"), F.lit("").alias("key"), F.lit(0).cast("bigint").alias("window_start"),
+        F.lit(0).cast("bigint").alias("total"), F.col("count").alias("events"),
+    )
+    return totals.unionByName(quarantined)
+
+
+def speed_batch_totals(rows) -> postgres.SpeedBatchTotals:
+    """The collected rows of `batch_totals` as what the batch adds to each table. Hours come from
+    the antenna windows, which every valid event is in once (windows never straddle hours)."""
+    by_key = {aggregate.key: table for aggregate, table in SPEED_TABLES.items()}
+    increments: dict[postgres.SpeedTable, list[postgres.Increment]] = {table: [] for table in SPEED_TABLES.values()}
+    hours: dict[int, list[int]] = {}
+    quarantined = 0
+    for row in rows:
+        if row["table"] == QUARANTINED_TAG:
+            quarantined = row["events"]
+            continue
+        increments[by_key[row["table"]]].append((row["key"], row["window_start"], row["total"]))
+        if row["table"] == BY_ANTENNA.key:
+            hour = hours.setdefault(row["window_start"] - row["window_start"] % SECONDS_PER_HOUR, [0, 0])
+            hour[0] += row["events"]
+            hour[1] += row["total"]
+    return postgres.SpeedBatchTotals(
+        increments=increments,
+        hours=[(start, events, total) for start, (events, total) in hours.items()],
+        quarantined_events=quarantined,
+    )
+
+
+def refused_conditions(refused: list[postgres.RefusedRow], window: str) -> list[tuple[Column, str]]:
+    """For each row the database refused, the condition that picks the records behind it."""
+    window_start = F.unix_seconds(F.window(F.timestamp_seconds("timestamp"), window).start)
+    hour_start = F.col("timestamp") - F.pmod("timestamp", F.lit(SECONDS_PER_HOUR))
+    return [
+        (hour_start == row.start if row.table is None else (F.col(row.table.key) == row.key) & (window_start == row.start), row.reason)
+        for row in refused
+    ]
+
+
+# ---- the micro-batch ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    totals: postgres.SpeedBatchTotals
+    applied: bool
+    refused_records: bool
+
+
 class SpeedLayerBatch:
     """The body of every micro-batch. Each step is idempotent for a given batch id."""
 
-    def __init__(self, spark: SparkSession, layout: StorageLayout, pg_dsn: str, window: str, compaction: ClosedHourCompaction):
+    def __init__(
+        self, spark: SparkSession, layout: StorageLayout, checkpoint: str, pg_dsn: str, window: str,
+        compaction: ClosedHourCompaction, outages: OutagePolicy, leases: tuple[Lease, ...] = (),
+    ):
         self.spark = spark
         self.layout = layout
+        self.checkpoint = checkpoint
         self.pg_dsn = pg_dsn
         self.window = window
         self.compaction = compaction
+        self.outages = outages
+        self.leases = leases
+        self.fatal: str | None = None
+        self.batches_done = 0
         self._query_id: str | None = None
         self._query_started = threading.Event()
 
@@ -118,38 +228,86 @@ class SpeedLayerBatch:
     def __call__(self, classified_records: DataFrame, batch_id: int) -> None:
         """`classified_records`: this micro-batch's records through `classify_records`."""
         self._query_started.wait()
+        try:
+            self._run(classified_records, batch_id)
+        except (StreamStopped, DependencyDown) as error:
+            # Read by the supervisor: the query's own exception wraps this one in Py4J's text.
+            self.fatal = str(error)
+            raise
+        self.batches_done += 1
+
+    def _run(self, classified_records: DataFrame, batch_id: int) -> None:
+        self._require_leases()
         timings = StepTimer()
         classified = classified_records.persist()
-        events = valid_events(classified)
         try:
-            with timings.step("read+aggregate"):
-                # This first job also fills the cache that the writes below read from.
-                increments, valid_count, quarantined_count, event_hours = self._increments_and_counts(classified, events)
-            if valid_count:
-                with timings.step("raw"):
-                    self._write_raw(events, batch_id)
-            if quarantined_count:
-                with timings.step("quarantine"):
-                    self._write_quarantine(quarantine_records(classified), batch_id)
-            with timings.step("postgres"):
-                applied = postgres.with_retries(
-                    lambda: postgres.apply_speed_batch(
-                        self.pg_dsn, self._query_id, batch_id, increments, valid_count, quarantined_count
-                    )
-                )
+            outcome = self._write_batch(classified, batch_id, timings)
         finally:
             classified.unpersist()
+        totals = outcome.totals
+        event_hours = {event_hour_of_epoch(start) for start, _, _ in totals.hours}
         # After the speed tables, so a compaction (once an hour) never delays their update. Hours
         # this batch wrote to wait for a batch that does not: a backlog compacts each hour once.
         self.compaction.wrote(event_hours, batch_id)
         with timings.step("compaction"):
             compacted = self.compaction.compact_closed_hours(batch_id)
         log.info(
-            "batch %d: %d events, %d quarantined, %s%s (%s)",
-            batch_id, valid_count, quarantined_count,
-            "applied" if applied else "already applied before a restart",
+            "batch %d: %d events, %d quarantined%s, %s%s (%s)",
+            batch_id, totals.valid_events, totals.quarantined_events,
+            " (some refused by PostgreSQL)" if outcome.refused_records else "",
+            "applied" if outcome.applied else "already applied before a restart",
             f", compacted hours {', '.join(compacted)}" if compacted else "", timings,
         )
+
+    def _write_batch(self, classified: DataFrame, batch_id: int, timings: StepTimer) -> BatchOutcome:
+        """Raw files, quarantine, then the database. Records the database refuses (a value it
+        cannot store: replaying would fail the same way for ever) move to the quarantine, and the
+        batch is written again without them."""
+        records, refused_rows, written_hours = classified, [], set()
+        for _ in range(MAX_REFUSAL_ROUNDS + 1):
+            events = valid_events(records)
+            with timings.step("read+aggregate"):
+                # This first job also fills the cache that the writes below read from.
+                totals = speed_batch_totals(batch_totals(records, events, self.window).collect())
+            hours = {event_hour_of_epoch(start) for start, _, _ in totals.hours}
+            with timings.step("raw"):
+                # A round after a refusal first removes the files of hours it no longer writes.
+                self._delete_raw(written_hours - hours, batch_id)
+                if totals.valid_events:
+                    self._write_raw(events, batch_id)
+            written_hours = hours
+            if totals.quarantined_events:
+                with timings.step("quarantine"):
+                    self._write_quarantine(quarantine_records(records), batch_id)
+            self._require_leases()
+            try:
+                with timings.step("postgres"):
+                    applied = postgres.with_retries(
+                        lambda: postgres.apply_speed_batch(self.pg_dsn, self._query_id, batch_id, totals), self.outages
+                    )
+                return BatchOutcome(totals, applied, bool(refused_rows))
+            except postgres.RowsRefused as refusal:
+                if not refusal.rows:
+                    raise StreamStopped(self._stop_message(batch_id, str(refusal))) from refusal
+                log.warning(
+                    "batch %d: %s; quarantining the records behind %d refused rows (%s)",
+                    batch_id, refusal, len(refusal.rows), ", ".join(sorted({row.reason for row in refusal.rows})),
+                )
+                refused_rows += refusal.rows
+                records = reject_records(classified, refused_conditions(refused_rows, self.window))
+        raise StreamStopped(self._stop_message(batch_id, "PostgreSQL kept refusing its totals"))
+
+    def _stop_message(self, batch_id: int, problem: str) -> str:
+        return (
+            f"micro-batch {batch_id} ({batch_offsets(self.spark, self.checkpoint, batch_id)}): {problem}."
+            " The job stops rather than retry it for ever; fix the cause (see the log) and start it again:"
+            " it resumes at this batch"
+        )
+
+    def _require_leases(self) -> None:
+        for lease in self.leases:
+            if lease.lost:
+                raise StreamStopped(f"this job lost its lease {lease.location} to another streaming job and stops writing")
 
     def _write_raw(self, events: DataFrame, batch_id: int) -> None:
         # One writer task, so each micro-batch leaves one file per event hour for the batch layer.
@@ -163,6 +321,12 @@ class SpeedLayerBatch:
             .parquet(self.layout.raw)
         )
 
+    def _delete_raw(self, event_hours: set[str], batch_id: int) -> None:
+        jvm = self.spark.sparkContext._jvm
+        for hour in event_hours:
+            path = jvm.org.apache.hadoop.fs.Path(self.layout.raw_batch(hour, batch_id))
+            path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+
     def _write_quarantine(self, rejected: DataFrame, batch_id: int) -> None:
         (
             rejected.withColumn("batch_id", F.lit(batch_id))
@@ -173,58 +337,58 @@ class SpeedLayerBatch:
             .parquet(self.layout.quarantine)
         )
 
-    def _increments_and_counts(
-        self, classified: DataFrame, events: DataFrame
-    ) -> tuple[dict[postgres.SpeedTable, list[tuple[str, int, int]]], int, int, set[str]]:
-        """The three tables' window totals, the valid / quarantined counts and the event hours the
-        valid records fall in, in one Spark job."""
-        totals = totals_per_window(events, list(SPEED_TABLES), self.window).select(
-            "table", "key", F.unix_seconds("date").alias("window_start"), "total"
-        )
-        counts = events.groupBy("event_hour").count().select(
-            F.lit(HOURS_TAG).alias("table"), F.col("event_hour").alias("key"),
-            F.lit(0).cast("bigint").alias("window_start"), F.col("count").alias("total"),
-        ).unionByName(
-            classified.where(F.col("reason").isNotNull()).groupBy().count().select(
-                F.lit(QUARANTINED_TAG).alias("table"), F.lit("").alias("key"),
-                F.lit(0).cast("bigint").alias("window_start"), F.col("count").alias("total"),
-            )
-        )
-        increments: dict[postgres.SpeedTable, list[tuple[str, int, int]]] = {t: [] for t in SPEED_TABLES.values()}
-        by_key = {aggregate.key: table for aggregate, table in SPEED_TABLES.items()}
-        events_per_hour, quarantined = {}, 0
-        for row in totals.unionByName(counts).collect():
-            if row["table"] == HOURS_TAG:
-                events_per_hour[row["key"]] = row["total"]
-            elif row["table"] == QUARANTINED_TAG:
-                quarantined = row["total"]
-            else:
-                increments[by_key[row["table"]]].append((row["key"], row["window_start"], row["total"]))
-        return increments, sum(events_per_hour.values()), quarantined, set(events_per_hour)
+
+def batch_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> str:
+    """'devices-0 offsets 100 to 199, ...': the Kafka records of a micro-batch, from the offset log
+    of the checkpoint (batch N reads from batch N-1's end offsets to its own)."""
+    try:
+        end = _logged_offsets(spark, checkpoint, batch_id)
+        start = _logged_offsets(spark, checkpoint, batch_id - 1) if batch_id > 0 else {}
+    except Exception:  # noqa: BLE001 - the message must still go out without the offsets
+        return "offsets unknown: see the checkpoint's offsets log"
+    ranges = []
+    for topic, partitions in end.items():
+        for partition, until in sorted(partitions.items(), key=lambda item: int(item[0])):
+            since = start.get(topic, {}).get(partition, 0)
+            if until > since:
+                ranges.append(f"{topic}-{partition} offsets {since} to {until - 1}")
+    return ", ".join(ranges) or "no records"
 
 
-def speed_layer_batch(spark: SparkSession, args: argparse.Namespace, layout: StorageLayout) -> SpeedLayerBatch:
-    compaction = ClosedHourCompaction(spark, layout, timedelta(minutes=args.compact_after_minutes))
-    return SpeedLayerBatch(spark, layout, args.pg_dsn, args.window, compaction)
+def _logged_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> dict[str, dict[str, int]]:
+    lines = read_text(spark, f"{checkpoint.rstrip('/')}/offsets/{batch_id}").splitlines()
+    # Line 1 is the log's version, line 2 the batch's metadata, then one line per source.
+    return json.loads(lines[2])
 
 
 def check_kafka(bootstrap_servers: str, topic: str) -> None:
-    """Fail with the fix instead of letting Spark retry an unreachable broker forever."""
+    """Raise KafkaNotReady with the fix while no broker answers or the topic is missing."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
     try:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), bootstrap_timeout_ms=10_000)
     except KafkaError as error:
-        raise SystemExit(f"error: no Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers}; start one with `make up`") from error
+        raise KafkaNotReady(f"no Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers}; start one with `make up`") from error
     try:
         if topic not in consumer.topics():
-            raise SystemExit(f"error: Kafka topic {topic!r} does not exist at {bootstrap_servers}; `make up` creates it")
+            raise KafkaNotReady(f"Kafka topic {topic!r} does not exist at {bootstrap_servers}; `make up` creates it")
     finally:
         consumer.close()
 
 
-def start_query(spark: SparkSession, args: argparse.Namespace, batch: SpeedLayerBatch, checkpoint: str):
+class KafkaNotReady(RuntimeError):
+    """No broker answers, or the topic is not there (yet: the broker's VM creates it on boot)."""
+
+
+def wait_for_dependencies(args: argparse.Namespace, policy: OutagePolicy) -> None:
+    """Return once the broker has the topic and PostgreSQL has the schema; DependencyDown past the
+    outage limit. A missing table is no outage: SchemaNotMigrated at once."""
+    wait_out(lambda: check_kafka(args.bootstrap_servers, args.topic), what="Kafka", transient=(KafkaNotReady,), policy=policy)
+    postgres.with_retries(lambda: postgres.require_tables(args.pg_dsn, REQUIRED_TABLES), policy)
+
+
+def start_query(spark: SparkSession, args: argparse.Namespace, batch: SpeedLayerBatch):
     records = (
         spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", args.bootstrap_servers)
@@ -235,33 +399,121 @@ def start_query(spark: SparkSession, args: argparse.Namespace, batch: SpeedLayer
         .select("value", "topic", "partition", "offset")
     )
     # Classified on the stream, not in each batch: the plan is then built once, not per micro-batch.
-    writer = classify_records(records).writeStream.queryName("speed_layer").option("checkpointLocation", checkpoint).foreachBatch(batch)
+    writer = (
+        classify_records(records).writeStream.queryName("speed_layer")
+        .option("checkpointLocation", batch.checkpoint).foreachBatch(batch)
+    )
     writer = writer.trigger(availableNow=True) if args.available_now else writer.trigger(processingTime=f"{args.trigger_seconds} seconds")
-    return writer.start()
+    query = writer.start()
+    batch.set_query_id(str(query.id))
+    return query
 
 
-def stop_on_sigterm(query) -> None:
-    """A SIGTERM (systemd, Dataproc, `kill`) stops the query between two batches instead of mid-write."""
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=query.stop, daemon=True).start())
+class Supervisor:
+    """Runs the query until it is stopped, restarting it from its checkpoint when it fails for a
+    reason that passes (a broker restart, a database failover): Spark replays the unfinished
+    batch, which is idempotent, so a restart changes no number."""
+
+    def __init__(self, spark: SparkSession, args: argparse.Namespace, batch: SpeedLayerBatch, policy: OutagePolicy):
+        self.spark = spark
+        self.args = args
+        self.batch = batch
+        self.policy = policy
+        self.stopping = threading.Event()
+        self.query = None
+
+    def stop(self) -> None:
+        """Between two batches (SIGTERM from systemd, Dataproc or `kill`), never mid-write."""
+        self.stopping.set()
+        if self.query is not None:
+            threading.Thread(target=self.query.stop, daemon=True).start()
+
+    def run(self) -> None:
+        failures, batches_at_failure = 0, -1
+        while not self.stopping.is_set():
+            self.query = start_query(self.spark, self.args, self.batch)
+            try:
+                self.query.awaitTermination()
+                return
+            except StreamingQueryException as error:
+                if self.batch.fatal:
+                    raise StreamStopped(self.batch.fatal) from None
+                if self.stopping.is_set():
+                    return
+                failures = failures + 1 if self.batch.batches_done == batches_at_failure else 1
+                batches_at_failure = self.batch.batches_done
+                self._after_failure(error, failures)
+
+    def _after_failure(self, error: StreamingQueryException, failures: int) -> None:
+        problem = _query_error_line(error)
+        if failures >= MAX_FAILURES_AT_ONE_BATCH:
+            next_batch = _next_batch(self.spark, self.batch.checkpoint)
+            raise StreamStopped(
+                f"the streaming query failed {failures} times in a row at micro-batch {next_batch}"
+                f" ({batch_offsets(self.spark, self.batch.checkpoint, next_batch)}) while Kafka and PostgreSQL"
+                f" answer: {problem}. Fix the cause (see the log) and start the job again: it resumes at this batch"
+            )
+        delay = min(2 ** failures, 60)
+        log.warning(
+            "streaming query stopped (%s); restarting it from its checkpoint in %d s once Kafka and PostgreSQL answer"
+            " (failure %d of %d in a row)", problem, delay, failures, MAX_FAILURES_AT_ONE_BATCH,
+        )
+        time.sleep(delay)
+        wait_for_dependencies(self.args, self.policy)
+
+
+def _query_error_line(error: StreamingQueryException) -> str:
+    """The useful line of a query's failure, which Py4J and Spark wrap in several layers."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for marker in ("Exception:", "Error:", "error:"):
+        for line in reversed(lines):
+            if marker in line and "Traceback" not in line:
+                return line[:500]
+    return (lines[0] if lines else type(error).__name__)[:500]
+
+
+def _next_batch(spark: SparkSession, checkpoint: str) -> int:
+    logged = [int(name) for name in child_names(spark, f"{checkpoint.rstrip('/')}/offsets") if name.isdigit()]
+    return max(logged, default=0)
+
+
+def outage_policy(args: argparse.Namespace) -> OutagePolicy:
+    return OutagePolicy(limit=timedelta(minutes=args.outage_limit_minutes))
+
+
+def speed_layer_batch(
+    spark: SparkSession, args: argparse.Namespace, layout: StorageLayout, policy: OutagePolicy, leases: tuple[Lease, ...] = ()
+) -> SpeedLayerBatch:
+    compaction = ClosedHourCompaction(spark, layout, timedelta(minutes=args.compact_after_minutes))
+    checkpoint = args.checkpoint or layout.streaming_checkpoint
+    return SpeedLayerBatch(spark, layout, checkpoint, args.pg_dsn, args.window, compaction, policy, leases)
 
 
 def run(args: argparse.Namespace) -> None:
-    check_kafka(args.bootstrap_servers, args.topic)
-    postgres.require_tables(args.pg_dsn, REQUIRED_TABLES)
+    policy = outage_policy(args)
+    wait_for_dependencies(args, policy)
     layout = StorageLayout(args.storage_root)
     checkpoint = args.checkpoint or layout.streaming_checkpoint
     spark = build_session("speed-layer", args.master)
-    batch = speed_layer_batch(spark, args, layout)
-    query = start_query(spark, args, batch, checkpoint)
-    batch.set_query_id(str(query.id))
-    stop_on_sigterm(query)
+    leases = (
+        Lease(spark, layout.streaming_lease, "storage root"),
+        Lease(spark, f"{checkpoint.rstrip('/')}.lease", "checkpoint"),
+    )
+    for lease in leases:
+        lease.acquire()
+    for lease in leases:
+        lease.start_renewing()
+    batch = speed_layer_batch(spark, args, layout, policy, leases)
+    supervisor = Supervisor(spark, args, batch, policy)
+    signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
     log.info("speed layer running: topic %s -> %s, checkpoint %s", args.topic, layout.raw, checkpoint)
     try:
-        query.awaitTermination()
+        supervisor.run()
     except KeyboardInterrupt:
-        query.stop()
-    except StreamingQueryException as error:
-        raise SystemExit(f"error: the streaming query failed: {str(error).strip().splitlines()[0]}") from error
+        supervisor.stop()
+    finally:
+        for lease in leases:
+            lease.release()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -272,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
-    except postgres.DatabaseUnavailable as error:
+    except (DependencyDown, StreamStopped, LeaseHeld, postgres.SchemaNotMigrated, postgres.DatabaseUnavailable) as error:
         sys.exit(f"error: {error}")
 
 

@@ -18,17 +18,24 @@ def assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in lines[0]
 
 
+# Outages are waited out (tests/integration/test_outages.py); with no wait allowed the job must
+# say at once what is down.
+NO_WAIT = ("--outage-limit-minutes", "0")
+
+
 def test_unreachable_broker(scratch_dsn, tmp_path):
     result = run_module(
         "spark_jobs.streaming", "--bootstrap-servers", "127.0.0.1:1", *streaming_args("devices", scratch_dsn, tmp_path),
-        check=False,
+        *NO_WAIT, check=False,
     )
 
     assert_one_line_error(result, "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1", "make up")
 
 
 def test_missing_topic(scratch_dsn, tmp_path):
-    result = run_module("spark_jobs.streaming", *streaming_args("no-such-topic-here", scratch_dsn, tmp_path), check=False)
+    result = run_module(
+        "spark_jobs.streaming", *streaming_args("no-such-topic-here", scratch_dsn, tmp_path), *NO_WAIT, check=False
+    )
 
     assert_one_line_error(result, "no-such-topic-here", "does not exist")
 
@@ -46,7 +53,7 @@ def test_missing_table(topic, scratch_dsn, tmp_path):
 def test_unreachable_database(topic, tmp_path):
     dsn = "postgresql://nobody:x@127.0.0.1:1/none"
 
-    result = run_module("spark_jobs.streaming", *streaming_args(topic, dsn, tmp_path), check=False)
+    result = run_module("spark_jobs.streaming", *streaming_args(topic, dsn, tmp_path), *NO_WAIT, check=False)
 
     assert_one_line_error(result, "PG_DSN", "make up")
 
@@ -56,3 +63,18 @@ def test_malformed_flag():
 
     assert result.returncode == 2
     assert "--trigger-seconds" in result.stderr
+
+
+@pytest.mark.parametrize("window", ["7 minutes", "90 minutes", "0 seconds", "5 fortnights"])
+def test_window_that_does_not_divide_an_hour_is_refused(window):
+    result = run_module("spark_jobs.streaming", "--window", window, check=False)
+
+    assert result.returncode == 2
+    assert "--window" in result.stderr and repr(window) in result.stderr
+
+
+def test_batch_size_that_could_overflow_a_sum_is_refused():
+    result = run_module("spark_jobs.streaming", "--max-offsets-per-trigger", "1000001", check=False)
+
+    assert result.returncode == 2
+    assert "64 bits" in result.stderr
