@@ -127,7 +127,8 @@ class HourResult:
 def compute_hour(events: DataFrame, users: DataFrame) -> HourResult:
     """The hour's aggregates: a few dozen rows, collected once and written by the driver."""
     rows: dict[str, list] = defaultdict(list)
-    for row in hour_totals(events, users).collect():
+    # Without the hour's date, which Python could not hold for year 1: the hour is known anyway.
+    for row in hour_totals(events, users).drop("date").collect():
         rows[row["table"]].append(row)
     user_bytes = [(row["key"], row["total"]) for row in rows[BY_EMAIL.key] if row["key"] is not None]
     quotas = {row["email"]: row["quota"] for row in users.select("email", "quota").collect()}

@@ -108,8 +108,11 @@ def classify_records(records: DataFrame) -> DataFrame:
     classified = typed.select("value", *KAFKA_METADATA_COLUMNS, *EVENT_COLUMNS, _rejection_reason().alias("reason"))
     # A rejected record keeps only its raw value, so no half-parsed field can leak into a sum;
     # a valid one drops its raw text, which only the quarantine needs.
+    # A value that is not UTF-8 is kept with its bad bytes replaced (U+FFFD), so that every reader
+    # of the quarantine can open it; its offset still points at the original.
+    rejected_value = F.when(F.col("reason") == "invalid_utf8", F.make_valid_utf8("value")).otherwise(F.col("value"))
     return classified.select(
-        F.when(F.col("reason").isNotNull(), F.col("value")).alias("value"),
+        F.when(F.col("reason").isNotNull(), rejected_value).alias("value"),
         *KAFKA_METADATA_COLUMNS,
         "reason",
         *[F.when(F.col("reason").isNull(), F.col(c)).alias(c) for c in EVENT_COLUMNS],

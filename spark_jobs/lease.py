@@ -67,7 +67,14 @@ class Lease:
         jvm = spark.sparkContext._jvm
         self._jvm = jvm
         self._path = jvm.org.apache.hadoop.fs.Path(location)
-        self._fs = self._path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        # A private instance, not the cached one Spark writes with, for the settings below: a local
+        # disk's checksum side files would go stale whenever anything but Hadoop writes the lease
+        # (an operator, a test), and a lease is a few bytes of JSON that is parsed anyway.
+        self._fs = jvm.org.apache.hadoop.fs.FileSystem.newInstance(
+            self._path.toUri(), spark.sparkContext._jsc.hadoopConfiguration()
+        )
+        self._fs.setVerifyChecksum(False)
+        self._fs.setWriteChecksum(False)
         self._lost = threading.Event()
         self._stop = threading.Event()
 

@@ -105,3 +105,32 @@ def test_hour_flag_rejects_what_is_not_an_hour_start(text):
 
 def test_hour_flag_accepts_offsets_as_utc():
     assert parse_hour("2026-11-27T11:00:00+01:00") == HOUR
+
+
+@pytest.mark.parametrize(
+    "hour",
+    [datetime(1969, 12, 31, 23, tzinfo=timezone.utc), datetime(1, 1, 1, tzinfo=timezone.utc),
+     datetime(9999, 12, 31, 23, tzinfo=timezone.utc)],
+)
+def test_hours_before_1970_and_at_the_ends_of_the_calendar_are_one_hour_each(spark, users, hour):
+    start = int(hour.timestamp())
+    raw = spark.createDataFrame(
+        [(1, start, "SKYPE", "u1", "a1", 0), (2, start + 1800, "SKYPE", "u1", "a1", 0), (4, start + 3599, "SKYPE", "u1", "a1", 0)],
+        RAW_SCHEMA,
+    )
+
+    result = compute_hour(events_of_hour(raw, hour, last_committed_batch=0), users)
+
+    assert result.antenna == [("a1", 7)]
+    assert result.user == [("u1@gmail.com", 7)]
+    assert result.valid_events == 3
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00Z", "1969-12-31T23:00:00Z", "9999-12-31T23:00:00Z"])
+def test_any_valid_hour_parses_and_names_its_partition(text):
+    from spark_jobs.storage import event_hour_name, iso_hour
+
+    hour = parse_hour(text)
+
+    assert iso_hour(hour) == text
+    assert event_hour_name(hour) == text[:10] + "-" + text[11:13]

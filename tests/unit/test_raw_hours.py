@@ -128,3 +128,13 @@ def test_after_a_restart_hours_with_uncompacted_batches_are_found(spark, layout)
     assert Path(layout.compaction(HOUR, 1), "_SUCCESS").exists()
     assert not Path(layout.compaction(HOUR, 2)).exists()
     assert not Path(layout.compacted_hour("2026-11-26-10")).exists()
+
+
+def test_the_last_hour_of_year_9999_and_hours_before_1970_compact(spark, layout):
+    compaction = ClosedHourCompaction(spark, layout, delay=timedelta(minutes=5))
+    compaction.wrote({"9999-12-31-23", "1969-12-31-23"}, 0)
+    write_batch(layout, 0, [1], hour="1969-12-31-23")
+
+    # Year 9999 never closes (its end is past datetime's range), and asking must not overflow.
+    assert compaction.compact_closed_hours(1, now=HOUR_END) == ["1969-12-31-23"]
+    assert list(compaction.pending) == ["9999-12-31-23"]

@@ -1,0 +1,98 @@
+"""The speed layer's micro-batch totals, window lengths and the records behind refused rows, on
+small DataFrames."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from spark_jobs import postgres
+from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER
+from spark_jobs.events import classify_records, quarantine_records, reject_records, valid_events
+from spark_jobs.streaming import SPEED_TABLES, batch_totals, refused_conditions, speed_batch_totals, window_seconds
+
+H = 1764237600  # 2026-11-27T10:00:00Z
+
+
+def kafka_rows(spark, events):
+    values = [e if isinstance(e, str) else json.dumps(e) for e in events]
+    rows = [(v.encode("utf-8"), "devices", 0, offset) for offset, v in enumerate(values)]
+    return spark.createDataFrame(rows, "value binary, topic string, partition int, offset long")
+
+
+def report(bytes_, ts, app="SKYPE", device="u1", antenna="a1"):
+    return {"bytes": bytes_, "timestamp": ts, "app": app, "id": device, "antenna_id": antenna}
+
+
+def totals_of(spark, events, window="5 minutes") -> postgres.SpeedBatchTotals:
+    classified = classify_records(kafka_rows(spark, events))
+    return speed_batch_totals(batch_totals(classified, valid_events(classified), window).collect())
+
+
+def test_batch_totals_per_table_window_and_hour_with_the_quarantined_count(spark):
+    totals = totals_of(spark, [
+        report(1, H), report(2, H + 299, app="TELEGRAM"), report(4, H + 300, antenna="a2"),
+        report(8, H - 1, device="u2"), "not json", report(-1, H),
+    ])
+
+    assert {t.name: sorted(rows) for t, rows in totals.increments.items()} == {
+        "bytes_agg_antenna": [("a1", H - 300, 8), ("a1", H, 3), ("a2", H + 300, 4)],
+        "bytes_agg_user": [("u1", H, 3), ("u1", H + 300, 4), ("u2", H - 300, 8)],
+        "bytes_agg_app": [("SKYPE", H - 300, 8), ("SKYPE", H, 1), ("SKYPE", H + 300, 4), ("TELEGRAM", H, 2)],
+    }
+    assert sorted(totals.hours) == [(H - 3600, 1, 8), (H, 3, 7)]
+    assert totals.valid_events == 4
+    assert totals.quarantined_events == 2
+
+
+def test_hours_before_1970_and_in_year_9999_are_counted_in_their_own_hour(spark):
+    totals = totals_of(spark, [report(1, -1), report(2, -3600), report(4, 253402300799)])
+
+    assert sorted(totals.hours) == [(-3600, 2, 3), (253402297200, 1, 4)]
+
+
+def test_an_empty_batch_adds_nothing(spark):
+    totals = totals_of(spark, ["[]"])
+
+    assert totals.hours == [] and all(rows == [] for rows in totals.increments.values())
+    assert totals.quarantined_events == 1
+
+
+def test_refused_rows_pick_exactly_the_records_behind_them(spark):
+    classified = classify_records(kafka_rows(spark, [
+        report(1, H, app="SKYPE"), report(2, H + 10, app="WHATSAPP"), report(4, H + 300, app="WHATSAPP"),
+        report(8, 2 * H),
+    ]))
+    refused = [
+        postgres.RefusedRow(SPEED_TABLES[BY_APP], "WHATSAPP", H, "database_refused:numeric_value_out_of_range"),
+        postgres.RefusedRow(None, "", 2 * H - (2 * H) % 3600, "database_refused:check_violation"),
+    ]
+
+    marked = reject_records(classified, refused_conditions(refused, "5 minutes"))
+
+    assert sorted((r["offset"], r["reason"]) for r in quarantine_records(marked).collect()) == [
+        (1, "database_refused:numeric_value_out_of_range"), (3, "database_refused:check_violation"),
+    ]
+    assert sorted(r["kafka_offset"] for r in valid_events(marked).select("kafka_offset").collect()) == [0, 2]
+
+
+def test_user_and_antenna_rows_refused_by_key_and_window(spark):
+    classified = classify_records(kafka_rows(spark, [report(1, H, device="u1"), report(2, H, device="u2")]))
+    refused = [postgres.RefusedRow(SPEED_TABLES[BY_USER], "u2", H, "r1"), postgres.RefusedRow(SPEED_TABLES[BY_ANTENNA], "a9", H, "r2")]
+
+    marked = reject_records(classified, refused_conditions(refused, "5 minutes"))
+
+    assert [(r["offset"], r["reason"]) for r in quarantine_records(marked).collect()] == [(1, "r1")]
+
+
+@pytest.mark.parametrize("text, seconds", [("5 minutes", 300), ("1 minute", 60), ("1 hour", 3600), ("30 seconds", 30)])
+def test_window_lengths_that_divide_an_hour(text, seconds):
+    assert window_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["7 minutes", "2 hours", "0 minutes", "minutes", "5 parsecs", "-5 minutes"])
+def test_window_lengths_that_do_not_divide_an_hour_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        window_seconds(text)
