@@ -86,6 +86,10 @@ FAULT_WINDOW = (0.05, 0.95)
 # Between two outages, so that the job and the producer have a moment with everything up.
 OUTAGE_GAP_SECONDS = 15
 KILL_GAP_SECONDS = 20
+# A kill waits for the restarted job's first micro-batch (or an outage, or this long), then lands
+# up to two triggers later: in a batch at work, as a crash would, not always in Spark's start-up.
+KILL_MAX_WAIT_SECONDS = 60
+JOB_START_TIMEOUT_SECONDS = 300
 # What stopping and starting the broker takes on a loaded 2-core machine, for planning only.
 BROKER_RESTART_ALLOWANCE_SECONDS = 30
 # Room left for randomness when the stream is stretched to fit the faults.
@@ -164,6 +168,7 @@ class PlannedFault:
     kind: str  # "kill", "postgres_outage" or "broker_restart"
     at: float  # seconds after the stream starts
     down_seconds: float = 0.0  # how long the service stays stopped, for outages
+    jitter: float = 0.0  # for kills: seconds after the job is found at work
 
 
 def outage_lengths(args: argparse.Namespace) -> dict[str, float]:
@@ -218,7 +223,10 @@ def plan_faults(args: argparse.Namespace, stream_seconds: float) -> list[Planned
         PlannedFault(kind, at, down_seconds[kind])
         for kind, at in zip(kinds, spread(rng, [lengths[k] for k in kinds], begin, end, OUTAGE_GAP_SECONDS))
     ]
-    kills = [PlannedFault("kill", at) for at in spread(rng, [0.0] * args.kills, begin, end, KILL_GAP_SECONDS)]
+    kills = [
+        PlannedFault("kill", at, jitter=rng.uniform(0, 2 * TRIGGER_SECONDS))
+        for at in spread(rng, [0.0] * args.kills, begin, end, KILL_GAP_SECONDS)
+    ]
     return sorted(outages + kills, key=lambda fault: fault.at)
 
 
@@ -338,12 +346,15 @@ class Child:
             pass
         self.process.wait(timeout=60)
 
-    def stop(self) -> None:
-        """SIGTERM to the leader only (the streaming job then stops between batches), SIGKILL if it lingers."""
+    def stop(self) -> int | None:
+        """SIGTERM to the leader only (the streaming job then stops between batches), SIGKILL if it
+        lingers; its exit code, None if it had to be killed."""
+        code = None
         if self.running():
             self.process.terminate()
-            self.wait(STOP_TIMEOUT_SECONDS)
+            code = self.wait(STOP_TIMEOUT_SECONDS)
         self.kill()
+        return code
 
     def output(self) -> str:
         """What this run wrote to stderr."""
@@ -357,6 +368,17 @@ class Child:
 
     def uptime(self) -> float:
         return round(time.monotonic() - self.started_at, 1)
+
+    def batches_logged(self) -> int:
+        return len(BATCH_LINE.findall(self.output()))
+
+    def wait_for_line(self, text: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            if text in self.output():
+                return True
+            time.sleep(1)
+        return False
 
 
 def streaming_command(topic: str, dsn: str, storage: str, *extra: str) -> list[str]:
@@ -458,6 +480,7 @@ class FaultRun:
     injector: OutageInjector | None = None
     simulator_done: bool = False
     timed_out: bool = False
+    final_stop: dict = field(default_factory=dict)
     _job_restart_at: float | None = None
     _simulator_retry_at: float | None = None
 
@@ -468,6 +491,9 @@ class FaultRun:
         kills = [f for f in self.faults if f.kind == "kill"]
         self.injector = OutageInjector([f for f in self.faults if f.kind != "kill"], self.clock, self.stop)
         self.job.start()
+        # The stream and the fault clock start once the job is up: Spark's start-up is no fault.
+        if not self.job.wait_for_line("speed layer running", JOB_START_TIMEOUT_SECONDS):
+            log.warning("the streaming job did not report running within %d s; starting the stream anyway", JOB_START_TIMEOUT_SECONDS)
         self.started = time.monotonic()
         self._start_simulator(self.plan.events, self.plan.seed, self.plan.start)
         self.injector.start()
@@ -480,8 +506,12 @@ class FaultRun:
                 break
             self._restart_job_if_it_exited()
             self._restart_simulator_if_it_failed()
-            if kills and kills[0].at <= self.clock() and self.job.running():
-                self._kill_job(kills.pop(0))
+            if kills and self._kill_is_due(kills[0]):
+                if self.injector.active is None:
+                    time.sleep(kills[0].jitter)
+                # Gone meanwhile: its exit is the supervisor's to count, the kill comes later.
+                if self.job.running():
+                    self._kill_job(kills.pop(0))
             time.sleep(LOOP_SECONDS)
 
     def close(self) -> list[str]:
@@ -492,15 +522,21 @@ class FaultRun:
         reports = restore_services()
         if self.simulator is not None:
             self.simulator.kill()
-        self.job.stop()
+        stopping = time.monotonic()
+        self.final_stop = {"exit_code": self.job.stop(), "seconds": round(time.monotonic() - stopping, 1)}
         return reports
 
-    # A kill waits until the job runs: it must hit a live job, at whatever it is doing then.
+    def _kill_is_due(self, fault: PlannedFault) -> bool:
+        """Due at its time, once the job runs and is at work: a micro-batch since its start, an
+        outage it is riding out, or start-up taking long."""
+        if fault.at > self.clock() or not self.job.running():
+            return False
+        return self.injector.active is not None or self.job.uptime() >= KILL_MAX_WAIT_SECONDS or self.job.batches_logged() > 0
+
     def _kill_job(self, fault: PlannedFault) -> None:
         record = {
             "kind": "kill", "planned_at_seconds": round(fault.at, 1), **moment(self.clock()),
-            "job_uptime_seconds": self.job.uptime(),
-            "batches_logged_since_start": len(BATCH_LINE.findall(self.job.output())),
+            "job_uptime_seconds": self.job.uptime(), "batches_logged_since_start": self.job.batches_logged(),
             "during": self.injector.active,
         }
         self.job.kill()
@@ -777,6 +813,7 @@ def run_benchmark(args: argparse.Namespace, logs: Path) -> dict:
         "faults_executed": dict(Counter(f["kind"] for f in run.executed_faults())),
         "stream_seconds": round(stream_seconds, 1),
         "stream_timed_out": run.timed_out,
+        "final_sigterm_of_the_job": run.final_stop,
         "services_restored": restored,
         "simulator_runs": run.simulator_runs,
         "simulator_failures": sum(r.get("exit_code") not in (0, None) for r in run.simulator_runs),
@@ -821,6 +858,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kafka-python logs every refused connection while the broker is down on purpose.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     # SIGTERM unwinds like Ctrl-C, through every finally: services back up, children gone, topic dropped.
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
-    except (postgres.DatabaseUnavailable, postgres.SchemaNotMigrated, DependencyDown) as error:
+    except (postgres.DatabaseUnavailable, postgres.SchemaNotMigrated, postgres.InvalidDsn, DependencyDown) as error:
         sys.exit(f"error: {error}")
 
 

@@ -46,6 +46,10 @@ class SchemaNotMigrated(RuntimeError):
     """PostgreSQL answers but lacks a table: a configuration error, not an outage."""
 
 
+class InvalidDsn(ValueError):
+    """PG_DSN cannot be parsed: no wait would help."""
+
+
 @dataclass(frozen=True)
 class SpeedTable:
     name: str
@@ -113,6 +117,8 @@ def connect(dsn: str):
         return psycopg2.connect(
             dsn, connect_timeout=10, application_name="mobile-usage-spark", options=options, **CLIENT_KEEPALIVES
         )
+    except psycopg2.ProgrammingError as error:
+        raise InvalidDsn(f"PG_DSN is not a valid libpq DSN ({error_line(error)})") from error
     except psycopg2.OperationalError as error:
         raise DatabaseUnavailable(
             f"cannot connect to PostgreSQL at PG_DSN ({error_line(error)}); is it running (`make up`)?"

@@ -217,6 +217,9 @@ class SpeedLayerBatch:
         self.leases = leases
         self.fatal: str | None = None
         self.batches_done = 0
+        self.in_progress = threading.Event()
+        # Called between two batches (the supervisor's graceful stop).
+        self.after_batch = None
         self._query_id: str | None = None
         self._query_started = threading.Event()
 
@@ -228,13 +231,18 @@ class SpeedLayerBatch:
     def __call__(self, classified_records: DataFrame, batch_id: int) -> None:
         """`classified_records`: this micro-batch's records through `classify_records`."""
         self._query_started.wait()
+        self.in_progress.set()
         try:
             self._run(classified_records, batch_id)
         except (StreamStopped, DependencyDown) as error:
             # Read by the supervisor: the query's own exception wraps this one in Py4J's text.
             self.fatal = str(error)
             raise
+        finally:
+            self.in_progress.clear()
         self.batches_done += 1
+        if self.after_batch is not None:
+            self.after_batch()
 
     def _run(self, classified_records: DataFrame, batch_id: int) -> None:
         self._require_leases()
@@ -423,9 +431,16 @@ class Supervisor:
         self.query = None
 
     def stop(self) -> None:
-        """Between two batches (SIGTERM from systemd, Dataproc or `kill`), never mid-write."""
+        """Between two batches (SIGTERM from systemd, Dataproc or `kill`), never mid-write: at
+        once while the query waits for its next trigger, else when the running batch ends."""
         self.stopping.set()
+        self.batch.after_batch = self._stop_query
+        if not self.batch.in_progress.is_set():
+            self._stop_query()
+
+    def _stop_query(self) -> None:
         if self.query is not None:
+            # From a thread of its own: stop() waits for the batch thread, which may be this one.
             threading.Thread(target=self.query.stop, daemon=True).start()
 
     def run(self) -> None:
@@ -520,11 +535,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kafka-python only serves the start-up check, whose failure is reported in one line below.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    # Py4J's callback server logs every connection; its lines would bury the job's own.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     args = parse_args(argv)
     args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
-    except (DependencyDown, StreamStopped, LeaseHeld, postgres.SchemaNotMigrated, postgres.DatabaseUnavailable) as error:
+    except (DependencyDown, StreamStopped, LeaseHeld, postgres.SchemaNotMigrated, postgres.InvalidDsn, postgres.DatabaseUnavailable) as error:
         sys.exit(f"error: {error}")
 
 

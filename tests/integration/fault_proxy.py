@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 from contextlib import contextmanager
-from urllib.parse import urlsplit, urlunsplit
+from psycopg2.extensions import make_dsn
 
 
 class FaultProxy:
@@ -24,9 +24,7 @@ class FaultProxy:
 
     def dsn(self, dsn: str) -> str:
         """`dsn` pointing at the proxy instead of the server."""
-        parts = urlsplit(dsn)
-        credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-        return urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{self.port}"))
+        return make_dsn(dsn, host="127.0.0.1", port=self.port)
 
     def cut(self) -> None:
         self._up.clear()
