@@ -55,9 +55,9 @@ from pathlib import Path
 import psycopg2
 import pyarrow.dataset as ds
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError
 
+from bench.streaming import PARTITIONS, create_topic, delete_topic
 from common import settings
 from common.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
 from services import kafka, maven, postgres
@@ -68,7 +68,6 @@ from spark_jobs.storage import StorageLayout
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "faults.json"
-PARTITIONS = 4
 WINDOW_SECONDS = 300
 # The stream: the simulator's 20 users, two devices that are no user, one record in a thousand malformed.
 KNOWN_DEVICES = 20
@@ -231,18 +230,6 @@ def plan_faults(args: argparse.Namespace, stream_seconds: float) -> list[Planned
 
 
 # ---- Kafka and PostgreSQL helpers -----------------------------------------------------------
-
-
-def create_topic(name: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers())
-    admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])
-    admin.close()
-
-
-def delete_topic(name: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers())
-    admin.delete_topics([name])
-    admin.close()
 
 
 def topic_end_offsets(topic: str) -> dict[int, int]:

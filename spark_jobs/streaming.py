@@ -217,6 +217,7 @@ class SpeedLayerBatch:
         self.leases = leases
         self.fatal: str | None = None
         self.batches_done = 0
+        self.last_batch_id: int | None = None
         self.in_progress = threading.Event()
         # Called between two batches (the supervisor's graceful stop).
         self.after_batch = None
@@ -241,6 +242,7 @@ class SpeedLayerBatch:
         finally:
             self.in_progress.clear()
         self.batches_done += 1
+        self.last_batch_id = batch_id
         if self.after_batch is not None:
             self.after_batch()
 
@@ -524,6 +526,12 @@ def run(args: argparse.Namespace) -> None:
     log.info("speed layer running: topic %s -> %s, checkpoint %s", args.topic, layout.raw, checkpoint)
     try:
         supervisor.run()
+        if args.available_now and batch.last_batch_id is not None:
+            # Every batch of the drain has committed: the hours its last batches wrote need not
+            # wait for a next batch to be compacted.
+            compacted = batch.compaction.compact_closed_hours(batch.last_batch_id + 1)
+            if compacted:
+                log.info("compacted hours %s after the drain", ", ".join(compacted))
     except KeyboardInterrupt:
         supervisor.stop()
     finally:
