@@ -184,8 +184,11 @@ def _upsert_hours(cur, hours: Sequence[HourCount]) -> None:
     execute_values(cur, HOURS_STATEMENT, sorted(hours), template=HOUR_TEMPLATE, page_size=1000)
 
 
-def apply_speed_batch(dsn: str, query_id: str, batch_id: int, totals: SpeedBatchTotals) -> bool:
-    """Apply one micro-batch's window increments and hour counts exactly once.
+def apply_speed_batch(
+    dsn: str, query_id: str, batch_id: int, totals: SpeedBatchTotals, refused: Sequence[RefusedRow] = ()
+) -> bool:
+    """Apply one micro-batch's window increments and hour counts exactly once, with the rows the
+    database refused in earlier rounds of the batch (`refused`).
 
     The batch id is recorded in the same transaction as the increments, so a micro-batch that
     Spark replays after a crash finds itself already applied and changes nothing. Returns
@@ -208,6 +211,12 @@ def apply_speed_batch(dsn: str, query_id: str, batch_id: int, totals: SpeedBatch
             except REFUSED_VALUE_ERRORS as error:
                 conn.rollback()
                 raise RowsRefused(error, refused_rows(conn, totals)) from error
+            if refused:
+                execute_values(
+                    cur,
+                    "INSERT INTO speed_refused_rows (query_id, batch_id, table_name, key, start, reason) VALUES %s",
+                    [(query_id, batch_id, row.table.name if row.table else "", row.key, row.start, row.reason) for row in refused],
+                )
             cur.execute(
                 "UPDATE speed_layer_progress SET last_batch_id = %s, valid_events = valid_events + %s, "
                 "quarantined_events = quarantined_events + %s, updated_at = now() WHERE query_id = %s",
@@ -216,6 +225,19 @@ def apply_speed_batch(dsn: str, query_id: str, batch_id: int, totals: SpeedBatch
         return True
     finally:
         conn.close()
+
+
+def refused_in_batch(dsn: str, query_id: str, batch_id: int, tables: Iterable[SpeedTable]) -> list[RefusedRow]:
+    """The rows refused when the batch was applied before (a replay after a crash), or none."""
+    by_name = {table.name: table for table in tables}
+    with connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT table_name, key, start, reason FROM speed_refused_rows WHERE query_id = %s AND batch_id = %s",
+            (query_id, batch_id),
+        )
+        rows = cur.fetchall()
+    conn.close()
+    return [RefusedRow(by_name.get(name), key, start, reason) for name, key, start, reason in rows]
 
 
 def _write_totals(cur, totals: SpeedBatchTotals) -> None:

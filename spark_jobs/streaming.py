@@ -47,7 +47,8 @@ SPEED_TABLES = {
     BY_APP: postgres.SpeedTable("bytes_agg_app", BY_APP.key, BY_APP.sum_column),
 }
 REQUIRED_TABLES = (
-    "user_metadata", "speed_layer_progress", "speed_hour_totals", *(t.name for t in SPEED_TABLES.values()),
+    "user_metadata", "speed_layer_progress", "speed_hour_totals", "speed_refused_rows",
+    *(t.name for t in SPEED_TABLES.values()),
 )
 # Marks the row of the per-batch result that carries the quarantined count, not a window total.
 QUARANTINED_TAG = "__quarantined__"
@@ -222,11 +223,13 @@ class SpeedLayerBatch:
         # Called between two batches (the supervisor's graceful stop).
         self.after_batch = None
         self._query_id: str | None = None
+        self._first_batch_of_run = True
         self._query_started = threading.Event()
 
     def set_query_id(self, query_id: str) -> None:
         """The query id survives restarts from the same checkpoint: it names the progress row."""
         self._query_id = query_id
+        self._first_batch_of_run = True
         self._query_started.set()
 
     def __call__(self, classified_records: DataFrame, batch_id: int) -> None:
@@ -273,7 +276,9 @@ class SpeedLayerBatch:
         """Raw files, quarantine, then the database. Records the database refuses (a value it
         cannot store: replaying would fail the same way for ever) move to the quarantine, and the
         batch is written again without them."""
-        records, refused_rows, written_hours = classified, [], set()
+        refused_rows = self._refused_before(batch_id)
+        records = reject_records(classified, refused_conditions(refused_rows, self.window))
+        written_hours: set[str] = set()
         for _ in range(MAX_REFUSAL_ROUNDS + 1):
             events = valid_events(records)
             with timings.step("read+aggregate"):
@@ -293,7 +298,8 @@ class SpeedLayerBatch:
             try:
                 with timings.step("postgres"):
                     applied = postgres.with_retries(
-                        lambda: postgres.apply_speed_batch(self.pg_dsn, self._query_id, batch_id, totals), self.outages
+                        lambda: postgres.apply_speed_batch(self.pg_dsn, self._query_id, batch_id, totals, refused_rows),
+                        self.outages,
                     )
                 return BatchOutcome(totals, applied, bool(refused_rows))
             except postgres.RowsRefused as refusal:
@@ -303,9 +309,18 @@ class SpeedLayerBatch:
                     "batch %d: %s; quarantining the records behind %d refused rows (%s)",
                     batch_id, refusal, len(refusal.rows), ", ".join(sorted({row.reason for row in refusal.rows})),
                 )
-                refused_rows += refusal.rows
+                refused_rows = refused_rows + refusal.rows
                 records = reject_records(classified, refused_conditions(refused_rows, self.window))
         raise StreamStopped(self._stop_message(batch_id, "PostgreSQL kept refusing its totals"))
+
+    def _refused_before(self, batch_id: int) -> list[postgres.RefusedRow]:
+        """Only the first batch of a query run can be a replay of one applied before a crash."""
+        if not self._first_batch_of_run:
+            return []
+        self._first_batch_of_run = False
+        return postgres.with_retries(
+            lambda: postgres.refused_in_batch(self.pg_dsn, self._query_id, batch_id, SPEED_TABLES.values()), self.outages
+        )
 
     def _stop_message(self, batch_id: int, problem: str) -> str:
         return (

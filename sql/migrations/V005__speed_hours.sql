@@ -10,6 +10,19 @@ CREATE TABLE speed_hour_totals (
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- The rows PostgreSQL refused in a micro-batch (spark_jobs/streaming.py quarantines the records
+-- behind them), recorded with the batch: a replay of the batch after a crash takes the same records
+-- out again before it rewrites its raw files, so none of them is stored as valid.
+CREATE TABLE speed_refused_rows (
+    query_id   text   NOT NULL,
+    batch_id   bigint NOT NULL,
+    table_name text   NOT NULL,  -- '' for the batch's row of speed_hour_totals
+    key        text   NOT NULL,
+    start      bigint NOT NULL,  -- window (or hour) start, epoch seconds
+    reason     text   NOT NULL,
+    PRIMARY KEY (query_id, batch_id, table_name, key, start)
+);
+
 -- Every UTC hour that holds a speed window, kept by statement triggers on the three speed tables.
 -- The serving views read their open hours from here instead of enumerating every hour between
 -- the first and the last window: one event in year 1 and one in year 9999 must not make a view

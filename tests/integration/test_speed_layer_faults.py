@@ -169,6 +169,19 @@ def test_records_the_database_refuses_are_quarantined_instead_of_a_crash_loop(to
     assert sorted(r["kafka_offset"] for r in raw_events(storage)) == [0, 2, 3]
     assert progress(scratch_dsn)[1:] == (3, 1)
 
+    # A crash after the commit in PostgreSQL, before Spark's: the batch is replayed. Its raw files
+    # are written again, and the refused record must stay out of them though PostgreSQL now
+    # skips the batch as applied.
+    commits = StorageLayout(str(storage)).streaming_checkpoint + "/commits"
+    last = max(int(name) for name in os.listdir(commits) if name.isdigit())
+    os.remove(f"{commits}/{last}")
+    replay = run_module("spark_jobs.streaming", *streaming_args(topic, scratch_dsn, storage, "--available-now"))
+
+    assert f"batch {last}: 3 events, 1 quarantined (some refused by PostgreSQL), already applied before a restart" in replay.stderr
+    assert sorted(r["kafka_offset"] for r in raw_events(storage)) == [0, 2, 3]
+    assert [(r["offset"], r["reason"]) for r in quarantined(storage)] == [(1, "database_refused:numeric_value_out_of_range")]
+    assert query(scratch_dsn, "SELECT sum(sum_antenna_bytes) FROM bytes_agg_antenna") == [(23,)]
+
 
 def test_postgres_cut_mid_stream_and_at_start_up_is_waited_out_and_totals_stay_exact(topic, scratch_dsn, proxy, tmp_path):
     summary = simulate(topic, tmp_path / "summary.json")
