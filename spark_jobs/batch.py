@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from common import secrets, settings
 from spark_jobs import postgres, raw_hours
+from spark_jobs.raw_hours import last_committed_batch
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, totals_per_window
 from spark_jobs.outages import DependencyDown, OutagePolicy
 from spark_jobs.session import build_session
@@ -46,7 +47,10 @@ def parse_hour(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time like 2026-11-27T10:00:00Z") from error
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
     if (moment.minute, moment.second, moment.microsecond) != (0, 0, 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not the start of an hour")
     return moment
@@ -142,19 +146,6 @@ def compute_hour(events: DataFrame, users: DataFrame) -> HourResult:
         valid_bytes=sum(total for _, total in antenna),
         unknown_device_bytes=sum(row["total"] for row in rows[BY_EMAIL.key] if row["key"] is None),
     )
-
-
-# ---- storage --------------------------------------------------------------------------------
-
-
-def last_committed_batch(spark: SparkSession, checkpoint: str) -> int | None:
-    """The newest micro-batch in the streaming checkpoint's commit log.
-
-    Batches commit in order and a batch is replayed only while it is uncommitted, so every
-    batch id up to this one is final. None when the streaming job never committed a batch.
-    """
-    names = raw_hours.child_names(spark, f"{checkpoint.rstrip('/')}/commits")
-    return max((int(name) for name in names if name.isdigit()), default=None)
 
 
 # ---- the job --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ checks in a loop that uses up the restarts its scheduler allows.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,22 +27,25 @@ class DependencyDown(RuntimeError):
     """A dependency stayed unavailable past the outage limit: the job cannot go on."""
 
 
+class Interrupted(RuntimeError):
+    """The job was told to stop (SIGTERM) while it waited for a dependency."""
+
+
 @dataclass(frozen=True)
 class OutagePolicy:
-    """How long to wait for a dependency, and how often to ask again."""
+    """How long to wait for a dependency, how often to ask again, and what ends the wait early."""
 
     limit: timedelta = DEFAULT_OUTAGE_LIMIT
     first_delay_seconds: float = 1.0
     max_delay_seconds: float = 30.0
+    # Set on SIGTERM: a job told to stop must not sit out the rest of a 30-minute wait.
+    stop: threading.Event | None = None
 
     def delays(self):
-        """Seconds to wait before each retry: doubling, capped, never past the limit in total."""
-        delay, waited = self.first_delay_seconds, 0.0
-        limit = self.limit.total_seconds()
-        while waited < limit:
-            step = min(delay, self.max_delay_seconds, limit - waited)
-            yield step
-            waited += step
+        """Seconds to wait before each retry: doubling, capped."""
+        delay = self.first_delay_seconds
+        while True:
+            yield min(delay, self.max_delay_seconds)
             delay *= 2
 
 
@@ -57,30 +61,36 @@ def wait_out(
     transient: tuple[type[BaseException], ...],
     policy: OutagePolicy,
 ) -> T:
-    """`action()`, retried while it raises one of `transient`; DependencyDown past the limit.
+    """`action()`, retried while it raises one of `transient`; DependencyDown once the limit has
+    passed in wall-clock time (the attempts' own time-outs count too).
 
     Only for idempotent actions: a retry may repeat work whose outcome was lost with the
     connection.
     """
     started = time.monotonic()
+    limit = policy.limit.total_seconds()
     delays = policy.delays()
     attempt = 0
     while True:
         try:
             return action()
         except transient as error:
-            delay = next(delays, None)
-            if delay is None:
-                waited = time.monotonic() - started
+            waited = time.monotonic() - started
+            if waited >= limit:
                 raise DependencyDown(
                     f"{first_line(error)} (still unavailable after {waited:.0f} s; outage limit {_minutes(policy.limit)})"
                 ) from error
+            delay = min(next(delays), limit - waited)
             attempt += 1
             log.warning(
                 "%s unavailable (%s); retry %d in %.0f s, giving up after %s",
                 what, first_line(error), attempt, delay, _minutes(policy.limit),
             )
-            time.sleep(delay)
+            if policy.stop is not None:
+                if policy.stop.wait(delay):
+                    raise Interrupted(f"stopped while waiting for {what}") from error
+            else:
+                time.sleep(delay)
 
 
 def _minutes(limit: timedelta) -> str:

@@ -7,14 +7,14 @@ with psycopg2 in one transaction; that transaction is what makes the writes exac
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg2
 from psycopg2 import errorcodes, sql
 from psycopg2.extras import execute_values
 
-from spark_jobs.outages import OutagePolicy, wait_out
+from spark_jobs.outages import OutagePolicy, first_line, wait_out
 
 T = TypeVar("T")
 
@@ -88,20 +88,13 @@ class RefusedRow:
     reason: str
 
 
-@dataclass
 class RowsRefused(Exception):
     """The database refused rows of a micro-batch: replaying it as it is would fail the same way."""
 
-    error: BaseException
-    rows: list[RefusedRow] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return f"PostgreSQL refused the micro-batch's totals: {error_line(self.error)}"
-
-
-def error_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    def __init__(self, error: BaseException, rows: list[RefusedRow]):
+        super().__init__(f"PostgreSQL refused the micro-batch's totals: {first_line(error)}")
+        self.error = error
+        self.rows = rows
 
 
 def refusal_reason(error: BaseException) -> str:
@@ -118,10 +111,10 @@ def connect(dsn: str):
             dsn, connect_timeout=10, application_name="mobile-usage-spark", options=options, **CLIENT_KEEPALIVES
         )
     except psycopg2.ProgrammingError as error:
-        raise InvalidDsn(f"PG_DSN is not a valid libpq DSN ({error_line(error)})") from error
+        raise InvalidDsn(f"PG_DSN is not a valid libpq DSN ({first_line(error)})") from error
     except psycopg2.OperationalError as error:
         raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at PG_DSN ({error_line(error)}); is it running (`make up`)?"
+            f"cannot connect to PostgreSQL at PG_DSN ({first_line(error)}); is it running (`make up`)?"
         ) from error
 
 

@@ -77,6 +77,22 @@ def read_text(spark: SparkSession, location: str) -> str:
         stream.close()
 
 
+def delete(spark: SparkSession, location: str) -> None:
+    """Delete a file or folder (local or gs://), fine when it does not exist."""
+    path, fs = _filesystem(spark, location)
+    fs.delete(path, True)
+
+
+def last_committed_batch(spark: SparkSession, checkpoint: str) -> int | None:
+    """The newest micro-batch in the streaming checkpoint's commit log.
+
+    Batches commit in order and a batch is replayed only while it is uncommitted, so every
+    batch id up to this one is final. None when the streaming job never committed a batch.
+    """
+    names = child_names(spark, f"{checkpoint.rstrip('/')}/commits")
+    return max((int(name) for name in names if name.isdigit()), default=None)
+
+
 def _numbers(names: list[str], prefix: str) -> list[int]:
     suffixes = (name[len(prefix):] for name in names if name.startswith(prefix))
     return [int(suffix) for suffix in suffixes if suffix.isdigit()]

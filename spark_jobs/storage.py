@@ -4,7 +4,7 @@
     compacted/event_hour=YYYY-MM-DD-HH/through_batch=N/       one closed hour's batches up to N, in one file
     quarantine/batch_id=N/part-*.parquet                       rejected records of micro-batch N
     checkpoints/streaming/                                     Spark's offsets and commits
-    leases/streaming.json, checkpoints/streaming.lease         the running streaming job's leases
+    leases/streaming/, checkpoints/streaming.lease/            the running streaming job's leases
 
 A micro-batch rewrites exactly its own `batch_id=N` folders, so replaying it after a crash
 replaces its files instead of adding to them; Spark's commit log under the checkpoint says which
@@ -67,7 +67,7 @@ class StorageLayout:
     @property
     def streaming_lease(self) -> str:
         """The file that gives one streaming job at a time this storage root (spark_jobs/lease.py)."""
-        return self._path("leases", "streaming.json")
+        return self._path("leases", "streaming")
 
     @property
     def streaming_checkpoint(self) -> str:
@@ -78,6 +78,9 @@ class StorageLayout:
 
     def raw_batch(self, event_hour: str, batch_id: int) -> str:
         return self._path("raw", f"event_hour={event_hour}", f"batch_id={batch_id}")
+
+    def quarantine_batch(self, batch_id: int) -> str:
+        return self._path("quarantine", f"batch_id={batch_id}")
 
     def compacted_hour(self, event_hour: str) -> str:
         return self._path("compacted", f"event_hour={event_hour}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -33,8 +34,8 @@ from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_window
 from spark_jobs.events import classify_records, quarantine_records, reject_records, valid_events
 from spark_jobs.lease import Lease, LeaseHeld
-from spark_jobs.outages import DependencyDown, OutagePolicy, wait_out
-from spark_jobs.raw_hours import RAW_COLUMNS, ClosedHourCompaction, child_names, read_text
+from spark_jobs.outages import DependencyDown, Interrupted, OutagePolicy, wait_out
+from spark_jobs.raw_hours import RAW_COLUMNS, ClosedHourCompaction, child_names, delete, last_committed_batch, read_text
 from spark_jobs.session import build_session
 from spark_jobs.storage import StorageLayout, event_hour_of_epoch
 
@@ -53,6 +54,7 @@ REQUIRED_TABLES = (
 # Marks the row of the per-batch result that carries the quarantined count, not a window total.
 QUARANTINED_TAG = "__quarantined__"
 WINDOW_UNITS = {"second": 1, "minute": 60, "hour": 3600}
+WINDOW_PATTERN = re.compile(r"(?P<count>[0-9]+) (?P<unit>second|minute|hour)s?", re.ASCII)
 SECONDS_PER_HOUR = 3600
 # A bound on every sum a micro-batch computes: a million reports of at most 10^12 bytes (the cap
 # of spark_jobs/events.py) cannot overflow 64 bits.
@@ -67,11 +69,10 @@ MAX_FAILURES_AT_ONE_BATCH = 5
 def window_seconds(text: str) -> int:
     """'5 minutes' -> 300. Only lengths that divide an hour: a window must never straddle two of
     the batch layer's hours, or the speed and batch totals of an hour could not be compared."""
-    parts = text.split()
-    unit = parts[1].rstrip("s") if len(parts) == 2 else ""
-    if len(parts) != 2 or not parts[0].isdigit() or unit not in WINDOW_UNITS:
+    match = WINDOW_PATTERN.fullmatch(text)
+    if match is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a window length like '5 minutes'")
-    seconds = int(parts[0]) * WINDOW_UNITS[unit]
+    seconds = int(match["count"]) * WINDOW_UNITS[match["unit"]]
     if seconds == 0 or SECONDS_PER_HOUR % seconds:
         raise argparse.ArgumentTypeError(f"{text!r} does not divide an hour (e.g. '1 minute', '5 minutes', '1 hour')")
     return seconds
@@ -218,36 +219,30 @@ class SpeedLayerBatch:
         self.leases = leases
         self.fatal: str | None = None
         self.batches_done = 0
-        self.last_batch_id: int | None = None
-        self.in_progress = threading.Event()
-        # Called between two batches (the supervisor's graceful stop).
-        self.after_batch = None
         self._query_id: str | None = None
         self._first_batch_of_run = True
         self._query_started = threading.Event()
 
+    def new_run(self) -> None:
+        """Before each start of the query: its first batch may replay one from before a crash."""
+        self._query_started.clear()
+        self._first_batch_of_run = True
+
     def set_query_id(self, query_id: str) -> None:
         """The query id survives restarts from the same checkpoint: it names the progress row."""
         self._query_id = query_id
-        self._first_batch_of_run = True
         self._query_started.set()
 
     def __call__(self, classified_records: DataFrame, batch_id: int) -> None:
         """`classified_records`: this micro-batch's records through `classify_records`."""
         self._query_started.wait()
-        self.in_progress.set()
         try:
             self._run(classified_records, batch_id)
         except (StreamStopped, DependencyDown) as error:
             # Read by the supervisor: the query's own exception wraps this one in Py4J's text.
             self.fatal = str(error)
             raise
-        finally:
-            self.in_progress.clear()
         self.batches_done += 1
-        self.last_batch_id = batch_id
-        if self.after_batch is not None:
-            self.after_batch()
 
     def _run(self, classified_records: DataFrame, batch_id: int) -> None:
         self._require_leases()
@@ -276,9 +271,11 @@ class SpeedLayerBatch:
         """Raw files, quarantine, then the database. Records the database refuses (a value it
         cannot store: replaying would fail the same way for ever) move to the quarantine, and the
         batch is written again without them."""
+        possible_replay = self._first_batch_of_run
         refused_rows = self._refused_before(batch_id)
         records = reject_records(classified, refused_conditions(refused_rows, self.window))
-        written_hours: set[str] = set()
+        # A crashed attempt may have written raw files for the records refused since: their hours.
+        written_hours = {event_hour_of_epoch(row.start - row.start % SECONDS_PER_HOUR) for row in refused_rows}
         for _ in range(MAX_REFUSAL_ROUNDS + 1):
             events = valid_events(records)
             with timings.step("read+aggregate"):
@@ -294,6 +291,9 @@ class SpeedLayerBatch:
             if totals.quarantined_events:
                 with timings.step("quarantine"):
                     self._write_quarantine(quarantine_records(records), batch_id)
+            elif possible_replay or refused_rows:
+                # A crashed attempt, or an earlier round, may have quarantined what is valid now.
+                delete(self.spark, self.layout.quarantine_batch(batch_id))
             self._require_leases()
             try:
                 with timings.step("postgres"):
@@ -347,10 +347,8 @@ class SpeedLayerBatch:
         )
 
     def _delete_raw(self, event_hours: set[str], batch_id: int) -> None:
-        jvm = self.spark.sparkContext._jvm
         for hour in event_hours:
-            path = jvm.org.apache.hadoop.fs.Path(self.layout.raw_batch(hour, batch_id))
-            path.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+            delete(self.spark, self.layout.raw_batch(hour, batch_id))
 
     def _write_quarantine(self, rejected: DataFrame, batch_id: int) -> None:
         (
@@ -396,7 +394,11 @@ def check_kafka(bootstrap_servers: str, topic: str) -> None:
     except KafkaError as error:
         raise KafkaNotReady(f"no Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers}; start one with `make up`") from error
     try:
-        if topic not in consumer.topics():
+        topics = consumer.topics()
+    except KafkaError as error:
+        raise KafkaNotReady(f"the Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers} does not answer ({error})") from error
+    else:
+        if topic not in topics:
             raise KafkaNotReady(f"Kafka topic {topic!r} does not exist at {bootstrap_servers}; `make up` creates it")
     finally:
         consumer.close()
@@ -429,6 +431,7 @@ def start_query(spark: SparkSession, args: argparse.Namespace, batch: SpeedLayer
         .option("checkpointLocation", batch.checkpoint).foreachBatch(batch)
     )
     writer = writer.trigger(availableNow=True) if args.available_now else writer.trigger(processingTime=f"{args.trigger_seconds} seconds")
+    batch.new_run()
     query = writer.start()
     batch.set_query_id(str(query.id))
     return query
@@ -444,53 +447,62 @@ class Supervisor:
         self.args = args
         self.batch = batch
         self.policy = policy
-        self.stopping = threading.Event()
+        self.stopping = policy.stop or threading.Event()
         self.query = None
 
     def stop(self) -> None:
-        """Between two batches (SIGTERM from systemd, Dataproc or `kill`), never mid-write: at
-        once while the query waits for its next trigger, else when the running batch ends."""
+        """Between two batches (SIGTERM from systemd, Dataproc or `kill`), never mid-write; a
+        wait for a dependency ends at once (outages.Interrupted)."""
         self.stopping.set()
-        self.batch.after_batch = self._stop_query
-        if not self.batch.in_progress.is_set():
-            self._stop_query()
+        threading.Thread(target=self._stop_between_batches, daemon=True).start()
 
-    def _stop_query(self) -> None:
-        if self.query is not None:
-            # From a thread of its own: stop() waits for the batch thread, which may be this one.
-            threading.Thread(target=self.query.stop, daemon=True).start()
+    def _stop_between_batches(self) -> None:
+        query = self.query
+        if query is None:
+            return
+        # A batch in progress (commit log included) finishes first, within reason.
+        deadline = time.monotonic() + 600
+        while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        query.stop()
 
     def run(self) -> None:
-        failures, batches_at_failure = 0, -1
+        failures, first_failure, batches_at_failure = 0, 0.0, -1
         while not self.stopping.is_set():
             self.query = start_query(self.spark, self.args, self.batch)
             try:
                 self.query.awaitTermination()
                 return
             except StreamingQueryException as error:
-                if self.batch.fatal:
-                    raise StreamStopped(self.batch.fatal) from None
                 if self.stopping.is_set():
                     return
-                failures = failures + 1 if self.batch.batches_done == batches_at_failure else 1
+                if self.batch.fatal:
+                    raise StreamStopped(self.batch.fatal) from None
+                if self.batch.batches_done != batches_at_failure:
+                    failures, first_failure = 0, time.monotonic()
+                failures += 1
                 batches_at_failure = self.batch.batches_done
-                self._after_failure(error, failures)
+                self._after_failure(error, failures, time.monotonic() - first_failure)
 
-    def _after_failure(self, error: StreamingQueryException, failures: int) -> None:
+    def _after_failure(self, error: StreamingQueryException, failures: int, failing_for: float) -> None:
+        """Wait, then let the loop restart the query. A batch that keeps failing is given up only
+        once it has failed several times and for as long as an outage may last: a broker that
+        answers metadata but cannot serve fetches yet looks the same as a real error."""
         problem = _query_error_line(error)
-        if failures >= MAX_FAILURES_AT_ONE_BATCH:
+        if failures >= MAX_FAILURES_AT_ONE_BATCH and failing_for >= self.policy.limit.total_seconds():
             next_batch = _next_batch(self.spark, self.batch.checkpoint)
             raise StreamStopped(
-                f"the streaming query failed {failures} times in a row at micro-batch {next_batch}"
+                f"the streaming query failed {failures} times in {failing_for:.0f} s at micro-batch {next_batch}"
                 f" ({batch_offsets(self.spark, self.batch.checkpoint, next_batch)}) while Kafka and PostgreSQL"
                 f" answer: {problem}. Fix the cause (see the log) and start the job again: it resumes at this batch"
             )
         delay = min(2 ** failures, 60)
         log.warning(
             "streaming query stopped (%s); restarting it from its checkpoint in %d s once Kafka and PostgreSQL answer"
-            " (failure %d of %d in a row)", problem, delay, failures, MAX_FAILURES_AT_ONE_BATCH,
+            " (failure %d in a row)", problem, delay, failures,
         )
-        time.sleep(delay)
+        if self.stopping.wait(delay):
+            return
         wait_for_dependencies(self.args, self.policy)
 
 
@@ -509,8 +521,8 @@ def _next_batch(spark: SparkSession, checkpoint: str) -> int:
     return max(logged, default=0)
 
 
-def outage_policy(args: argparse.Namespace) -> OutagePolicy:
-    return OutagePolicy(limit=timedelta(minutes=args.outage_limit_minutes))
+def outage_policy(args: argparse.Namespace, stop: threading.Event | None = None) -> OutagePolicy:
+    return OutagePolicy(limit=timedelta(minutes=args.outage_limit_minutes), stop=stop)
 
 
 def speed_layer_batch(
@@ -522,36 +534,55 @@ def speed_layer_batch(
 
 
 def run(args: argparse.Namespace) -> None:
-    policy = outage_policy(args)
-    wait_for_dependencies(args, policy)
+    stopping = threading.Event()
+    policy = outage_policy(args, stopping)
     layout = StorageLayout(args.storage_root)
-    checkpoint = args.checkpoint or layout.streaming_checkpoint
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    wait_for_dependencies(args, policy)
     spark = build_session("speed-layer", args.master)
-    leases = (
+    quiet_kafka_client(spark)
+    batch = speed_layer_batch(spark, args, layout, policy)
+    batch.leases = (
         Lease(spark, layout.streaming_lease, "storage root"),
-        Lease(spark, f"{checkpoint.rstrip('/')}.lease", "checkpoint"),
+        Lease(spark, f"{batch.checkpoint.rstrip('/')}.lease", "checkpoint"),
     )
-    for lease in leases:
-        lease.acquire()
-    for lease in leases:
-        lease.start_renewing()
-    batch = speed_layer_batch(spark, args, layout, policy, leases)
     supervisor = Supervisor(spark, args, batch, policy)
     signal.signal(signal.SIGTERM, lambda *_: supervisor.stop())
-    log.info("speed layer running: topic %s -> %s, checkpoint %s", args.topic, layout.raw, checkpoint)
+    taken: list[Lease] = []
     try:
+        for lease in batch.leases:
+            lease.acquire()
+            taken.append(lease)
+        for lease in taken:
+            lease.start_renewing()
+        log.info("speed layer running: topic %s -> %s, checkpoint %s", args.topic, layout.raw, batch.checkpoint)
         supervisor.run()
-        if args.available_now and batch.last_batch_id is not None:
-            # Every batch of the drain has committed: the hours its last batches wrote need not
-            # wait for a next batch to be compacted.
-            compacted = batch.compaction.compact_closed_hours(batch.last_batch_id + 1)
-            if compacted:
-                log.info("compacted hours %s after the drain", ", ".join(compacted))
+        if args.available_now and not stopping.is_set():
+            compact_after_drain(spark, batch)
     except KeyboardInterrupt:
         supervisor.stop()
+    except Interrupted:
+        log.info("stopped while waiting for a dependency")
     finally:
-        for lease in leases:
+        for lease in taken:
             lease.release()
+
+
+def compact_after_drain(spark: SparkSession, batch: SpeedLayerBatch) -> None:
+    """Every batch of an `--available-now` drain has committed: the hours its last batches wrote
+    need not wait for a next batch to be compacted."""
+    committed = last_committed_batch(spark, batch.checkpoint)
+    if committed is not None:
+        compacted = batch.compaction.compact_closed_hours(committed + 1)
+        if compacted:
+            log.info("compacted hours %s after the drain", ", ".join(compacted))
+
+
+def quiet_kafka_client(spark: SparkSession) -> None:
+    """The Kafka client inside Spark logs a warning per reconnect while the broker is down; the
+    job's own retry lines say it once per attempt."""
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel("org.apache.kafka", jvm.org.apache.logging.log4j.Level.ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -564,6 +595,8 @@ def main(argv: list[str] | None = None) -> None:
     args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
+    except Interrupted:
+        log.info("stopped while waiting for a dependency")
     except (DependencyDown, StreamStopped, LeaseHeld, postgres.SchemaNotMigrated, postgres.InvalidDsn, postgres.DatabaseUnavailable) as error:
         sys.exit(f"error: {error}")
 

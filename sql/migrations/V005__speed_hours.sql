@@ -31,11 +31,6 @@ CREATE TABLE speed_window_hours (
     date timestamptz PRIMARY KEY
 );
 
-INSERT INTO speed_window_hours (date)
-SELECT serving_hour(date) FROM bytes_agg_antenna
-UNION SELECT serving_hour(date) FROM bytes_agg_user
-UNION SELECT serving_hour(date) FROM bytes_agg_app;
-
 CREATE FUNCTION note_speed_window_hours() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -53,6 +48,13 @@ CREATE TRIGGER bytes_agg_user_window_hours AFTER INSERT ON bytes_agg_user
     REFERENCING NEW TABLE AS new_windows FOR EACH STATEMENT EXECUTE FUNCTION note_speed_window_hours();
 CREATE TRIGGER bytes_agg_app_window_hours AFTER INSERT ON bytes_agg_app
     REFERENCING NEW TABLE AS new_windows FOR EACH STATEMENT EXECUTE FUNCTION note_speed_window_hours();
+
+-- After the triggers, so that no window a running job inserts meanwhile is missed.
+INSERT INTO speed_window_hours (date)
+SELECT serving_hour(date) FROM bytes_agg_antenna
+UNION SELECT serving_hour(date) FROM bytes_agg_user
+UNION SELECT serving_hour(date) FROM bytes_agg_app
+ON CONFLICT DO NOTHING;
 
 CREATE OR REPLACE VIEW serving_antenna_hourly AS
 SELECT hourly.antenna_id, hourly.date, hourly.sum_antenna_bytes, 'batch'::text AS layer

@@ -134,3 +134,8 @@ def test_any_valid_hour_parses_and_names_its_partition(text):
 
     assert iso_hour(hour) == text
     assert event_hour_name(hour) == text[:10] + "-" + text[11:13]
+
+
+def test_an_hour_outside_the_utc_calendar_is_a_usage_error():
+    with pytest.raises(argparse.ArgumentTypeError, match="years 1 to 9999"):
+        parse_hour("0001-01-01T00:00:00+01:00")

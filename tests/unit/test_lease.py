@@ -5,112 +5,128 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from spark_jobs import lease as lease_module
-from spark_jobs.lease import Lease, LeaseHeld
+from spark_jobs.lease import Lease, LeaseHeld, generation_file
 
 
 @pytest.fixture
-def location(tmp_path) -> str:
-    return str(tmp_path / "leases" / "streaming.json")
+def location(tmp_path) -> Path:
+    return tmp_path / "leases" / "streaming"
 
 
-def write_holder(location: str, **holder) -> None:
-    path = lease_module.Holder(**{"owner": "someone-else", "host": socket.gethostname(), "pid": 1, "renewed_at": time.time(), **holder})
-    with open(location, "w") as file:
-        json.dump(path.__dict__, file)
+def write_generation(location: Path, number: int, text: str | None = None, **holder) -> Path:
+    location.mkdir(parents=True, exist_ok=True)
+    path = location / generation_file(number)
+    fields = {"owner": "someone-else", "host": socket.gethostname(), "pid": 1, **holder}
+    path.write_text(json.dumps(fields) if text is None else text)
+    return path
 
 
-def holder_of(location: str) -> dict:
-    with open(location) as file:
-        return json.load(file)
+def generations(location: Path) -> dict[str, dict]:
+    return {path.name: json.loads(path.read_text() or "{}") for path in sorted(location.glob("*.json"))}
 
 
 def test_a_free_root_is_leased_and_released(spark, location):
-    lease = Lease(spark, location, "storage root")
+    lease = Lease(spark, str(location), "storage root")
 
     lease.acquire()
-    assert holder_of(location)["owner"] == lease.owner
+    assert [(name, held["owner"]) for name, held in generations(location).items()] == [(generation_file(0), lease.owner)]
     lease.release()
 
-    with pytest.raises(FileNotFoundError):
-        holder_of(location)
+    assert generations(location) == {}
 
 
-def test_a_live_job_on_this_host_is_not_displaced(spark, location, tmp_path):
-    Lease(spark, location, "storage root").acquire()  # creates the folder
+def test_a_live_job_on_this_host_is_not_displaced(spark, location):
     other = subprocess.Popen(["sleep", "60"])
     try:
-        write_holder(location, pid=other.pid)
+        write_generation(location, 3, pid=other.pid)
 
-        with pytest.raises(LeaseHeld, match=f"another streaming job holds the storage root \\(pid {other.pid}"):
-            Lease(spark, location, "storage root").acquire()
-        assert holder_of(location)["owner"] == "someone-else"
+        with pytest.raises(LeaseHeld, match=f"another streaming job holds the storage root \\(pid {other.pid} on "):
+            Lease(spark, str(location), "storage root").acquire()
+        assert list(generations(location)) == [generation_file(3)]
     finally:
         other.kill()
         other.wait()
 
 
-def test_the_lease_of_a_job_that_died_on_this_host_is_taken_at_once(spark, location):
-    Lease(spark, location, "storage root").acquire()
+def test_the_lease_of_a_job_that_died_on_this_host_is_taken_at_once_as_the_next_generation(spark, location):
     dead = subprocess.Popen(["true"])
     dead.wait()
-    write_holder(location, pid=dead.pid)
-    lease = Lease(spark, location, "storage root")
+    write_generation(location, 3, pid=dead.pid)
+    lease = Lease(spark, str(location), "storage root")
 
     started = time.monotonic()
     lease.acquire()
 
-    assert holder_of(location)["owner"] == lease.owner
     assert time.monotonic() - started < 5
+    assert {name: held["owner"] for name, held in generations(location).items()} == {generation_file(4): lease.owner}
 
 
-def test_a_lease_of_another_host_is_taken_only_once_it_expired(spark, location, monkeypatch):
-    Lease(spark, location, "storage root").acquire()
-    write_holder(location, host="another-host", pid=4242, renewed_at=time.time() - 3)
-    monkeypatch.setattr(lease_module, "RENEW_EVERY_SECONDS", 1.0)
-    lease = Lease(spark, location, "storage root", ttl_seconds=5)
+def test_a_lease_of_another_host_that_stopped_changing_is_taken_after_the_ttl(spark, location):
+    write_generation(location, 0, host="another-host", pid=4242)
+    lease = Lease(spark, str(location), "storage root", ttl_seconds=3)
 
     started = time.monotonic()
     lease.acquire()
 
-    # It waited for the two seconds the other host's lease still had.
-    assert 1.0 <= time.monotonic() - started < 8
-    assert holder_of(location)["owner"] == lease.owner
+    assert 3 <= time.monotonic() - started < 10
+    assert generations(location)[generation_file(1)]["owner"] == lease.owner
 
 
-def test_a_lease_another_host_keeps_renewing_is_refused(spark, location, monkeypatch):
-    Lease(spark, location, "storage root").acquire()
-    monkeypatch.setattr(lease_module, "RENEW_EVERY_SECONDS", 1.0)
-    write_holder(location, host="another-host", pid=4242)
+def test_a_half_written_lease_file_is_judged_by_its_age(spark, location):
+    write_generation(location, 0, text="")
+    lease = Lease(spark, str(location), "storage root", ttl_seconds=2)
+
+    lease.acquire()
+
+    assert lease.number == 1
+
+
+def test_a_lease_another_host_keeps_renewing_is_refused(spark, location):
+    path = write_generation(location, 0, host="another-host", pid=4242)
     renewer = subprocess.Popen([
-        "python3", "-c",
-        "import json,sys,time\n"
-        "for _ in range(20):\n"
-        "    h=json.load(open(sys.argv[1])); h['renewed_at']=time.time(); json.dump(h, open(sys.argv[1],'w')); time.sleep(0.5)",
-        location,
+        sys.executable, "-c",
+        "import sys,time,pathlib\n"
+        "p=pathlib.Path(sys.argv[1]); t=p.read_text()\n"
+        "for _ in range(60):\n"
+        "    time.sleep(0.5); p.write_text(t)",
+        str(path),
     ])
     try:
-        with pytest.raises(LeaseHeld, match="on another-host"):
-            Lease(spark, location, "storage root", ttl_seconds=30).acquire()
+        started = time.monotonic()
+        with pytest.raises(LeaseHeld, match="pid 4242 on another-host"):
+            Lease(spark, str(location), "storage root", ttl_seconds=30).acquire()
+        assert time.monotonic() - started < 10
     finally:
         renewer.kill()
         renewer.wait()
 
 
+def test_two_jobs_never_take_the_same_generation(spark, location):
+    first, second = Lease(spark, str(location), "storage root"), Lease(spark, str(location), "storage root")
+
+    assert first._create_exclusive(7)
+    assert not second._create_exclusive(7)
+    assert generations(location)[generation_file(7)]["owner"] == first.owner
+
+
 def test_a_job_whose_lease_was_taken_knows_it_lost_it(spark, location, monkeypatch):
     monkeypatch.setattr(lease_module, "RENEW_EVERY_SECONDS", 0.2)
-    lease = Lease(spark, location, "storage root")
+    lease = Lease(spark, str(location), "storage root")
     lease.acquire()
     lease.start_renewing()
 
-    write_holder(location, host="another-host", pid=4242)
+    write_generation(location, lease.number + 1, host="another-host", pid=4242)
     deadline = time.monotonic() + 10
     while not lease.lost and time.monotonic() < deadline:
         time.sleep(0.1)
 
     assert lease.lost
-    assert holder_of(location)["owner"] == "someone-else"
+    lease.release()
+    assert generation_file(lease.number + 1) in generations(location)

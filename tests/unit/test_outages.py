@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 
-from spark_jobs.outages import DependencyDown, OutagePolicy, wait_out
+from spark_jobs.outages import DependencyDown, Interrupted, OutagePolicy, wait_out
 
 
 class Flaky:
@@ -58,10 +60,31 @@ def test_other_errors_are_not_retried():
         wait_out(broken, what="Kafka", transient=(ConnectionError,), policy=OutagePolicy())
 
 
-def test_delays_double_up_to_the_cap_and_add_up_to_the_limit():
-    policy = OutagePolicy(limit=timedelta(seconds=100), first_delay_seconds=1, max_delay_seconds=30)
+def test_delays_double_up_to_the_cap():
+    delays = OutagePolicy(first_delay_seconds=1, max_delay_seconds=30).delays()
 
-    delays = list(policy.delays())
+    assert [next(delays) for _ in range(7)] == [1, 2, 4, 8, 16, 30, 30]
 
-    assert delays[:6] == [1, 2, 4, 8, 16, 30]
-    assert sum(delays) == pytest.approx(100)
+
+def test_the_limit_is_wall_clock_time_slow_attempts_included():
+    def slow_refusal():
+        time.sleep(0.3)
+        raise ConnectionError("timed out")
+
+    policy = OutagePolicy(limit=timedelta(seconds=0.5), first_delay_seconds=0.01, max_delay_seconds=0.01)
+    started = time.monotonic()
+
+    with pytest.raises(DependencyDown):
+        wait_out(slow_refusal, what="PostgreSQL", transient=(ConnectionError,), policy=policy)
+    assert time.monotonic() - started < 1.2
+
+
+def test_a_stop_request_ends_the_wait():
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    policy = OutagePolicy(limit=timedelta(minutes=30), first_delay_seconds=60, stop=stop)
+    started = time.monotonic()
+
+    with pytest.raises(Interrupted):
+        wait_out(Flaky(failures=1000), what="Kafka", transient=(ConnectionError,), policy=policy)
+    assert time.monotonic() - started < 5

@@ -47,10 +47,13 @@ def test_batch_totals_per_table_window_and_hour_with_the_quarantined_count(spark
     assert totals.quarantined_events == 2
 
 
-def test_hours_before_1970_and_in_year_9999_are_counted_in_their_own_hour(spark):
-    totals = totals_of(spark, [report(1, -1), report(2, -3600), report(4, 253402300799)])
+def test_hours_before_1970_and_in_year_9999_are_counted_in_their_own_hour_and_window(spark):
+    totals = totals_of(spark, [report(1, -1), report(2, -3600), report(8, -301), report(4, 253402300799)])
 
-    assert sorted(totals.hours) == [(-3600, 2, 3), (253402297200, 1, 4)]
+    assert sorted(totals.hours) == [(-3600, 3, 11), (253402297200, 1, 4)]
+    assert sorted(totals.increments[SPEED_TABLES[BY_ANTENNA]]) == [
+        ("a1", -3600, 2), ("a1", -600, 8), ("a1", -300, 1), ("a1", 253402300500, 4),
+    ]
 
 
 def test_an_empty_batch_adds_nothing(spark):
@@ -92,7 +95,7 @@ def test_window_lengths_that_divide_an_hour(text, seconds):
     assert window_seconds(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["7 minutes", "2 hours", "0 minutes", "minutes", "5 parsecs", "-5 minutes"])
+@pytest.mark.parametrize("text", ["7 minutes", "2 hours", "0 minutes", "minutes", "5 parsecs", "-5 minutes", "5 minutess", "\u0665 minutes"])
 def test_window_lengths_that_do_not_divide_an_hour_are_refused(text):
     with pytest.raises(argparse.ArgumentTypeError):
         window_seconds(text)
