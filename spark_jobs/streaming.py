@@ -460,11 +460,14 @@ class Supervisor:
         query = self.query
         if query is None:
             return
-        # A batch in progress (commit log included) finishes first, within reason.
-        deadline = time.monotonic() + 600
-        while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        query.stop()
+        try:
+            # A batch in progress (commit log included) finishes first, within reason.
+            deadline = time.monotonic() + 600
+            while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+                time.sleep(0.1)
+            query.stop()
+        except Exception as error:  # noqa: BLE001 - the job may be exiting already; nothing to stop then
+            log.debug("stopping the query: %s", error)
 
     def run(self) -> None:
         failures, first_failure, batches_at_failure = 0, 0.0, -1
