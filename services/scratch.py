@@ -3,6 +3,7 @@ they never touch the serving database and never see each other's rows."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,4 +38,17 @@ def scratch_database(prefix: str, migrated: bool = True) -> Iterator[str]:
             migrate(dsn)
         yield dsn
     finally:
-        _run_on_server(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        _drop(name)
+
+
+def _drop(name: str, attempts: int = 10) -> None:
+    """DROP ... WITH (FORCE), retried: a session of another role still closing (a job's child
+    process, an autovacuum worker) cannot be terminated by the test's role, and ends by itself."""
+    for attempt in range(attempts):
+        try:
+            _run_on_server(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+            return
+        except psycopg2.errors.InsufficientPrivilege:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
