@@ -261,8 +261,13 @@ class Lease:
                     self._fs.delete(self._path(generation_file(self.number)), False)
         except Exception as error:  # noqa: BLE001 - a lease left behind only delays the next start on another host
             log.warning("could not release the %s lease: %s", self.purpose, str(error).splitlines()[0])
-        finally:
+        self._close_filesystem()
+
+    def _close_filesystem(self) -> None:
+        try:
             self._fs.close()
+        except Exception:  # noqa: BLE001 - the JVM is gone already (a SIGTERM to the process group)
+            log.debug("the %s lease's file system was closed with the JVM", self.purpose)
 
 
 def _local_path(location: str) -> str | None:

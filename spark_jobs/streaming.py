@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
+from py4j.protocol import Py4JError
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -562,6 +564,13 @@ def run(args: argparse.Namespace) -> None:
         supervisor.run()
         if args.available_now and not stopping.is_set():
             compact_after_drain(spark, batch)
+    except (Py4JError, ConnectionError):
+        if not stopping.is_set():
+            raise
+        # A SIGTERM sent to the whole process group (systemd's default, `kill -- -PID`) also stops
+        # the Spark JVM, often before the query's graceful stop: nothing is lost, the checkpoint
+        # replays an unfinished batch on the next start.
+        log.info("the Spark JVM stopped with the job; an unfinished micro-batch replays on the next start")
     except KeyboardInterrupt:
         supervisor.stop()
     except Interrupted:
@@ -588,8 +597,16 @@ def quiet_kafka_client(spark: SparkSession) -> None:
     jvm.org.apache.logging.log4j.core.config.Configurator.setLevel("org.apache.kafka", jvm.org.apache.logging.log4j.Level.ERROR)
 
 
+def without_py4j_connection_tracebacks(record: logging.LogRecord) -> bool:
+    """Py4J logs each lost connection to the JVM, and each error of a Python callback, traceback
+    included, and then raises the same error to the caller, which reports it in one line."""
+    return f"{os.sep}py4j{os.sep}" not in record.pathname
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(without_py4j_connection_tracebacks)
     # kafka-python only serves the start-up check, whose failure is reported in one line below.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     # Py4J's callback server logs every connection; its lines would bury the job's own.

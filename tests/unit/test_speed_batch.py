@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 
 import pytest
 
 from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER
 from spark_jobs.events import classify_records, quarantine_records, reject_records, valid_events
-from spark_jobs.streaming import SPEED_TABLES, batch_totals, refused_conditions, speed_batch_totals, window_seconds
+from spark_jobs.streaming import (
+    SPEED_TABLES, batch_totals, refused_conditions, speed_batch_totals, window_seconds, without_py4j_connection_tracebacks,
+)
 
 H = 1764237600  # 2026-11-27T10:00:00Z
 
@@ -99,3 +102,13 @@ def test_window_lengths_that_divide_an_hour(text, seconds):
 def test_window_lengths_that_do_not_divide_an_hour_are_refused(text):
     with pytest.raises(argparse.ArgumentTypeError):
         window_seconds(text)
+
+
+def test_py4j_connection_tracebacks_are_dropped_and_nothing_else():
+    def record(name, pathname):
+        return logging.LogRecord(name, logging.ERROR, pathname, 1, "Exception while sending command.", None, None)
+
+    assert not without_py4j_connection_tracebacks(record("root", "/venv/site-packages/py4j/java_gateway.py"))
+    assert without_py4j_connection_tracebacks(record("root", "/repo/spark_jobs/streaming.py"))
+    assert not without_py4j_connection_tracebacks(record("py4j.clientserver", "/venv/site-packages/py4j/clientserver.py"))
+    assert without_py4j_connection_tracebacks(record("spark_jobs.lease", "/repo/spark_jobs/lease.py"))
