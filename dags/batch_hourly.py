@@ -1,12 +1,18 @@
 """
 ### batch_hourly: recompute each closed UTC hour exactly
 
-For the data interval [H, H+1h), once the hour has closed and the lateness allowance has passed
-(Variable `batch_lateness_minutes`, default 10), the batch job recomputes the hour from raw
+For the data interval [H, H+1h), once the hour is complete (SPEC.md section 7: on every Kafka
+partition the speed layer has committed what Kafka held at H + 1 h + lateness, Variable
+`batch_lateness_minutes`, default 10; a reschedule sensor waits for it, for up to 2 hours, then
+fails saying how many records behind the stream is), the batch job recomputes the hour from raw
 Parquet into `bytes_agg_antenna_1h`, `bytes_agg_user_1h`, `bytes_agg_app_1h`,
-`users_over_quota_1h` and `batch_hour_runs`, in one transaction. Then the speed layer's drift
-from those totals is logged per table, and the quality checks of `sql/quality/checks/` must
-pass (SPEC.md section 8); a failed check names itself and the values that broke it.
+`users_over_quota_1h` and `batch_hour_runs`, checks it with the quality gate of
+`sql/quality/checks/` (SPEC.md section 8) and publishes it, in one transaction: a failed check
+fails the task naming itself and its values, and the hour is then served by the speed layer.
+Then the speed layer's drift from the published totals is logged per table.
+
+Kafka is read for the offsets an hour needs: Variables `kafka_bootstrap_servers` and
+`kafka_topic` (default: KAFKA_BOOTSTRAP_SERVERS and KAFKA_TOPIC when the file is parsed).
 
 **Runner**, from the environment variable `BATCH_RUNNER` when the file is parsed:
 `local` (default: spark-submit on this machine, connection `spark_local`), `dataproc` (a job on
@@ -28,11 +34,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
 from airflow.sdk import DAG, CronDataIntervalTimetable, chain
 
-from platform_airflow.quality import QualityChecksOperator, SpeedDriftOperator
+from common import settings
+from platform_airflow.quality import SpeedDriftOperator
 from platform_airflow.runners import batch_runner, build_batch_task
+from platform_airflow.sensors import SpeedLayerCaughtUpSensor
 
 RUNNER = batch_runner()
 POSTGRES_CONN_ID = "platform_postgres"
@@ -49,6 +56,11 @@ HOUR_ID_LOWER = "{{ data_interval_start.strftime('%Y%m%dt%H') }}"
 # Connection POSTGRES_CONN_ID as a libpq URI: the job writes to the database the checks read.
 PG_DSN = "{{ conn.platform_postgres.get_uri() }}"
 LATENESS_MINUTES = "{{ var.value.get('batch_lateness_minutes', 10) }}"
+KAFKA_BOOTSTRAP_SERVERS = f"{{{{ var.value.get('kafka_bootstrap_servers', '{settings.kafka_bootstrap_servers()}') }}}}"
+KAFKA_TOPIC = f"{{{{ var.value.get('kafka_topic', '{settings.kafka_topic()}') }}}}"
+COMPLETENESS_ARGS = [
+    "--bootstrap-servers", KAFKA_BOOTSTRAP_SERVERS, "--topic", KAFKA_TOPIC, "--lateness-minutes", LATENESS_MINUTES,
+]  # fmt: skip
 CODE_URI = "{{ var.value.code_uri }}"
 
 # On Dataproc the job reads the DSN from the Secret Manager version of Variable `pg_dsn_secret`
@@ -56,10 +68,10 @@ CODE_URI = "{{ var.value.code_uri }}"
 PG_DSN_SECRET = "{{ var.value.get('pg_dsn_secret', '') }}"
 CLOUD_PG_DSN = "{{ '' if var.value.get('pg_dsn_secret', '') else conn.platform_postgres.get_uri() }}"
 
-LOCAL_JOB_ARGS = ["--hour", HOUR_FLAG, "--pg-dsn", PG_DSN]
+LOCAL_JOB_ARGS = ["--hour", HOUR_FLAG, "--pg-dsn", PG_DSN, *COMPLETENESS_ARGS]
 CLOUD_JOB_ARGS = [
     "--hour", HOUR_FLAG, "--pg-dsn", CLOUD_PG_DSN, "--pg-dsn-secret", PG_DSN_SECRET,
-    "--storage-root", "{{ var.value.storage_root }}",
+    "--storage-root", "{{ var.value.storage_root }}", *COMPLETENESS_ARGS,
 ]  # fmt: skip
 JOB_LABELS = {"pipeline": "batch-hourly", "hour": HOUR_ID_LOWER}
 PYSPARK_CODE = {
@@ -103,9 +115,13 @@ with DAG(
     default_args={"owner": "data-platform", "retries": 2, "retry_delay": timedelta(minutes=5)},
     tags=["batch", "quality", f"runner:{RUNNER}"],
 ) as dag:
-    wait_for_hour_to_close = TimeDeltaSensor(
-        task_id="wait_for_hour_to_close",
-        delta=LATENESS_MINUTES,
+    wait_for_complete_hour = SpeedLayerCaughtUpSensor(
+        task_id="wait_for_complete_hour",
+        conn_id=POSTGRES_CONN_ID,
+        hour=HOUR_START,
+        lateness_minutes=LATENESS_MINUTES,
+        bootstrap_servers=KAFKA_BOOTSTRAP_SERVERS,
+        topic=KAFKA_TOPIC,
         # Reschedule frees the worker slot between pokes and needs no triggerer.
         mode="reschedule",
         poke_interval=60,
@@ -126,7 +142,4 @@ with DAG(
 
     measure_speed_drift = SpeedDriftOperator(task_id="measure_speed_drift", conn_id=POSTGRES_CONN_ID, hour=HOUR_START)
 
-    check_quality = QualityChecksOperator(task_id="check_quality", conn_id=POSTGRES_CONN_ID, hour=HOUR_START)
-
-    # The drift is logged before the checks so that it is there to read when a check fails.
-    chain(wait_for_hour_to_close, run_batch, measure_speed_drift, check_quality)
+    chain(wait_for_complete_hour, run_batch, measure_speed_drift)

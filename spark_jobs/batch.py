@@ -2,11 +2,19 @@
 
     python -m spark_jobs.batch --hour 2026-11-27T10:00:00Z
 
-Reads only that hour's folders, and in them only the micro-batches the streaming job has
-committed (its checkpoint's commit log), so a file being written or replayed is never read: the
-streaming job's compaction of the closed hour, plus the micro-batches after it (raw_hours.py).
-The four `*_1h` tables and the run's input totals are replaced in one transaction: a rerun gives
-identical rows, and readers see the old hour or the new one, never a mix.
+Publishes an hour only when it is complete and correct (SPEC.md sections 7 and 8):
+
+1. complete: the micro-batches the streaming job has committed (its checkpoint's commit and
+   offset logs) reach, on every Kafka partition, the offset Kafka held at H + 1 h + lateness
+   (completeness.py); else it refuses, naming the lag, unless run with --allow-incomplete;
+2. computed from that hour's folders only, and in them from the committed micro-batches only,
+   so a file being written or replayed is never read (raw_hours.py);
+3. gated: the four `*_1h` tables and the run's figures are written, checked by the quality gate
+   (sql/quality/checks/, reconciled against the speed layer's own count) and committed in one
+   transaction under the hour's lock; a failing hour is rolled back and withdrawn from the batch
+   layer, and a run from older input than the published one changes nothing.
+
+A rerun gives identical rows, and readers see the old hour or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -22,8 +30,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from common import secrets, settings
-from spark_jobs import postgres, raw_hours
-from spark_jobs.raw_hours import last_committed_batch
+from common.cli_types import non_negative_int
+from spark_jobs import completeness, postgres, quality_gate, raw_hours
+from spark_jobs.completeness import HourIncomplete, KafkaUnavailable, PartitionLag
+from spark_jobs.quality_gate import QualityGateFailed
+from spark_jobs.raw_hours import last_committed_batch, logged_end_offsets
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, totals_per_window
 from spark_jobs.outages import DependencyDown, OutagePolicy
 from spark_jobs.session import build_session
@@ -35,7 +46,7 @@ HOUR = "1 hour"
 # A run is one task of batch_hourly, which retries it: a short wait rides out a failover.
 DATABASE_OUTAGES = OutagePolicy(limit=timedelta(minutes=5))
 REQUIRED_TABLES = (
-    "user_metadata", "batch_hour_runs",
+    "user_metadata", "batch_hour_runs", "batch_hour_failures", "speed_hour_batches",
     *(table.name for table in postgres.HOURLY_TABLES),
 )
 
@@ -67,6 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storage-root", default=settings.storage_root(), help="local folder or gs:// URI (env STORAGE_ROOT)")
     parser.add_argument("--checkpoint", help="the streaming job's checkpoint (default: STORAGE_ROOT/checkpoints/streaming)")
     parser.add_argument("--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)")
+    parser.add_argument("--bootstrap-servers", default=settings.kafka_bootstrap_servers(), help="Kafka, asked for the offsets an hour needs (env KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--topic", default=settings.kafka_topic(), help="topic the streaming job reads, when its checkpoint has no batch yet (env KAFKA_TOPIC)")
+    parser.add_argument("--lateness-minutes", type=non_negative_int, default=int(completeness.DEFAULT_LATENESS.total_seconds() // 60), help="lateness allowance after the hour (default 10)")
+    parser.add_argument("--allow-incomplete", action="store_true", help="publish even if the speed layer has not committed the whole hour (logged, and recorded with the run)")
     return parser.parse_args(argv)
 
 
@@ -118,6 +133,11 @@ def users_over_quota(user_bytes: list[tuple[str, int]], quotas: dict[str, int]) 
 
 
 @dataclass(frozen=True)
+class NoDataForCountedHour(RuntimeError):
+    """The speed layer counted events in the hour, but its raw files hold none."""
+
+
+@dataclass(frozen=True)
 class HourResult:
     antenna: list[tuple]
     user: list[tuple]
@@ -126,6 +146,14 @@ class HourResult:
     valid_events: int
     valid_bytes: int
     unknown_device_bytes: int
+
+
+def raw_figures(events: DataFrame) -> tuple[int, int]:
+    """(raw rows, distinct Kafka (partition, offset) pairs) of the hour's events: equal unless a
+    record is stored twice. Counted apart from the aggregates, for the quality gate."""
+    per_offset = events.groupBy("kafka_partition", "kafka_offset").count()
+    row = per_offset.agg(F.sum("count").alias("rows"), F.count(F.lit(1)).alias("distinct")).first()
+    return int(row["rows"] or 0), int(row["distinct"] or 0)
 
 
 def compute_hour(events: DataFrame, users: DataFrame) -> HourResult:
@@ -163,21 +191,91 @@ def run_with_session(spark: SparkSession, args: argparse.Namespace) -> HourResul
     checkpoint = args.checkpoint or layout.streaming_checkpoint
     hour_text = iso_hour(args.hour)
     committed = last_committed_batch(spark, checkpoint)
+    behind = require_complete(spark, args, checkpoint, committed)
     raw = raw_hours.read_hour(spark, layout, event_hour_name(args.hour), committed) if committed is not None else None
-    if raw is None:
-        log.warning("no data for hour %s under %s: nothing written", hour_text, layout.raw)
-        return None
+    events = events_of_hour(raw, args.hour, committed) if raw is not None else None
     users = spark.createDataFrame(postgres.fetch_users(args.pg_dsn), "id string, email string, quota bigint")
-    result = compute_hour(events_of_hour(raw, args.hour, committed), users)
-    if result.valid_events == 0:
-        log.warning("no committed events for hour %s: nothing written", hour_text)
+    result = compute_hour(events, users) if events is not None else None
+    if result is None or result.valid_events == 0:
+        require_no_counted_events(args, layout, committed)
+        log.warning("no committed events for hour %s under %s: nothing written", hour_text, layout.raw)
         return None
-    postgres.with_retries(lambda: postgres.replace_hour(args.pg_dsn, args.hour, result, committed), DATABASE_OUTAGES)
+    raw_rows, distinct_offsets = raw_figures(events)
+    run = postgres.HourRun(committed, raw_rows, distinct_offsets, records_behind=behind, forced=args.allow_incomplete)
+    if not publish(args, hour_text, result, run):
+        return None
     log.info(
-        "hour %s: %d events, %d bytes (%d from unknown devices), %d users over quota; replaced atomically",
-        hour_text, result.valid_events, result.valid_bytes, result.unknown_device_bytes, len(result.over_quota),
+        "hour %s: %d events, %d bytes (%d from unknown devices), %d users over quota, from streaming batches up to %d;"
+        " passed the quality gate and published",
+        hour_text, result.valid_events, result.valid_bytes, result.unknown_device_bytes, len(result.over_quota), committed,
     )
     return result
+
+
+def require_complete(spark: SparkSession, args: argparse.Namespace, checkpoint: str, committed: int | None) -> int:
+    """Records the speed layer is behind by for the hour: 0, or HourIncomplete unless forced."""
+    lags = hour_lags(spark, args, checkpoint, committed)
+    behind = completeness.records_behind(lags)
+    if behind and not args.allow_incomplete:
+        raise HourIncomplete(
+            f"hour {iso_hour(args.hour)} is not complete: {completeness.describe_lag(lags)}; not published."
+            " Wait for the streaming job to catch up (batch_hourly waits by itself), or publish it anyway with --allow-incomplete"
+        )
+    if behind:
+        log.warning("--allow-incomplete: publishing hour %s although the %s", iso_hour(args.hour), completeness.describe_lag(lags))
+    return behind
+
+
+def hour_lags(spark: SparkSession, args: argparse.Namespace, checkpoint: str, committed: int | None) -> list[PartitionLag]:
+    """Per partition, where the committed micro-batches end and what the hour needs; the topic is
+    the one the checkpoint reads (or --topic before its first batch)."""
+    logged = logged_end_offsets(spark, checkpoint, committed) if committed is not None else {args.topic: {}}
+    lateness = timedelta(minutes=args.lateness_minutes)
+    lags: list[PartitionLag] = []
+    try:
+        for topic, partitions in logged.items():
+            ends = {int(partition): offset for partition, offset in partitions.items()}
+            lags += completeness.hour_lags(args.bootstrap_servers, topic, ends, args.hour, lateness)
+    except (HourIncomplete, KafkaUnavailable) as error:
+        if not args.allow_incomplete:
+            raise
+        log.warning("--allow-incomplete: completeness not checked (%s)", error)
+    return lags
+
+
+def require_no_counted_events(args: argparse.Namespace, layout: StorageLayout, committed: int | None) -> None:
+    counted = postgres.speed_events_of_hour(args.pg_dsn, args.hour, committed if committed is not None else -1)
+    if counted:
+        raise NoDataForCountedHour(
+            f"hour {iso_hour(args.hour)}: no raw data under {layout.raw} in the committed micro-batches, but the speed"
+            f" layer counted {counted:,} events in them; raw files are missing (or --storage-root is not the stream's)"
+        )
+
+
+def publish(args: argparse.Namespace, hour_text: str, result: HourResult, run: postgres.HourRun) -> bool:
+    """Write, gate and commit the hour; False when a run from newer input published it already."""
+    checks = quality_gate.load_checks()
+
+    def gate(cursor) -> None:
+        outcomes = quality_gate.run_checks(cursor, checks, hour_text)
+        failures = [outcome for outcome in outcomes if not outcome.passed]
+        if failures:
+            raise QualityGateFailed(hour_text, failures, len(outcomes))
+
+    try:
+        postgres.with_retries(lambda: postgres.publish_hour(args.pg_dsn, args.hour, result, run, gate), DATABASE_OUTAGES)
+    except postgres.HourSuperseded as superseded:
+        log.warning("%s", superseded)
+        return False
+    except QualityGateFailed as failed:
+        names, details = [outcome.name for outcome in failed.failures], str(failed)
+        withdrawn = postgres.with_retries(
+            lambda: postgres.withdraw_hour(args.pg_dsn, args.hour, run, names, details), DATABASE_OUTAGES
+        )
+        if withdrawn:
+            log.error("hour %s withdrawn from the batch layer: the speed layer answers it until a run passes", hour_text)
+        raise
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -186,7 +284,10 @@ def main(argv: list[str] | None = None) -> None:
     args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
-    except (postgres.DatabaseUnavailable, postgres.SchemaNotMigrated, postgres.InvalidDsn, DependencyDown) as error:
+    except (
+        postgres.DatabaseUnavailable, postgres.SchemaNotMigrated, postgres.InvalidDsn, DependencyDown,
+        HourIncomplete, KafkaUnavailable, QualityGateFailed, NoDataForCountedHour,
+    ) as error:
         sys.exit(f"error: {error}")
 
 

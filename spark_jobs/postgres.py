@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg2
 from psycopg2 import errorcodes, sql
@@ -76,6 +76,24 @@ class SpeedBatchTotals:
     @property
     def valid_events(self) -> int:
         return sum(events for _, events, _ in self.hours)
+
+
+@dataclass(frozen=True, order=True)
+class PartitionOffset:
+    """Where a micro-batch ends on one Kafka partition: the offset of the next record to read."""
+
+    topic: str
+    partition: int
+    next_offset: int
+
+
+def end_offsets_of(logged: dict[str, dict[str, int]]) -> list[PartitionOffset]:
+    """The offsets one line of Spark's offset log holds ({topic: {partition: offset}})."""
+    return [
+        PartitionOffset(topic, int(partition), int(offset))
+        for topic, partitions in logged.items()
+        for partition, offset in partitions.items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -156,15 +174,19 @@ def _upsert_statement(table: SpeedTable) -> sql.Composed:
     )
 
 
-# The speed layer's own count of each event hour, which the batch layer is reconciled against.
+# The speed layer's own count of each event hour per micro-batch, which the batch layer's run of
+# the hour is reconciled against (up to the batch that run read).
 HOURS_STATEMENT = (
-    "INSERT INTO speed_hour_totals (date, events, bytes) "
-    "SELECT to_timestamp(v.hour), v.events, v.bytes FROM (VALUES %s) AS v (hour, events, bytes) "
-    "ON CONFLICT (date) DO UPDATE SET events = speed_hour_totals.events + EXCLUDED.events, "
-    "bytes = speed_hour_totals.bytes + EXCLUDED.bytes, updated_at = now()"
+    "INSERT INTO speed_hour_batches (date, batch_id, events, bytes) "
+    "SELECT to_timestamp(v.hour), v.batch_id, v.events, v.bytes FROM (VALUES %s) AS v (hour, batch_id, events, bytes)"
+)
+OFFSETS_STATEMENT = (
+    "INSERT INTO speed_partition_offsets (topic, partition, next_offset, batch_id) VALUES %s "
+    "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, "
+    "batch_id = EXCLUDED.batch_id, updated_at = now()"
 )
 INCREMENT_TEMPLATE = "(%s, %s::bigint, %s::bigint)"
-HOUR_TEMPLATE = "(%s::bigint, %s::bigint, %s::bigint)"
+HOUR_TEMPLATE = "(%s::bigint, %s::bigint, %s::bigint, %s::bigint)"
 
 
 def _upsert_increment(cur, table: SpeedTable, rows: Sequence[Increment]) -> None:
@@ -173,15 +195,19 @@ def _upsert_increment(cur, table: SpeedTable, rows: Sequence[Increment]) -> None
     execute_values(cur, _upsert_statement(table), sorted(rows), template=INCREMENT_TEMPLATE, page_size=1000)
 
 
-def _upsert_hours(cur, hours: Sequence[HourCount]) -> None:
-    execute_values(cur, HOURS_STATEMENT, sorted(hours), template=HOUR_TEMPLATE, page_size=1000)
+def _insert_hours(cur, hours: Sequence[HourCount], batch_id: int) -> None:
+    rows = [(hour, batch_id, events, total) for hour, events, total in sorted(hours)]
+    execute_values(cur, HOURS_STATEMENT, rows, template=HOUR_TEMPLATE, page_size=1000)
 
 
 def apply_speed_batch(
-    dsn: str, query_id: str, batch_id: int, totals: SpeedBatchTotals, refused: Sequence[RefusedRow] = ()
+    dsn: str, query_id: str, batch_id: int, totals: SpeedBatchTotals, refused: Sequence[RefusedRow] = (),
+    end_offsets: Sequence[PartitionOffset] = (),
 ) -> bool:
     """Apply one micro-batch's window increments and hour counts exactly once, with the rows the
-    database refused in earlier rounds of the batch (`refused`).
+    database refused in earlier rounds of the batch (`refused`) and the Kafka offsets the batch
+    ends at (`end_offsets`, from the checkpoint's offset log), which the completeness of an hour
+    is judged by.
 
     The batch id is recorded in the same transaction as the increments, so a micro-batch that
     Spark replays after a crash finds itself already applied and changes nothing. Returns
@@ -200,10 +226,13 @@ def apply_speed_batch(
             if batch_id <= last_batch_id:
                 return False
             try:
-                _write_totals(cur, totals)
+                _write_totals(cur, totals, batch_id)
             except REFUSED_VALUE_ERRORS as error:
                 conn.rollback()
-                raise RowsRefused(error, refused_rows(conn, totals)) from error
+                raise RowsRefused(error, refused_rows(conn, totals, batch_id)) from error
+            if end_offsets:
+                rows = [(offset.topic, offset.partition, offset.next_offset, batch_id) for offset in sorted(end_offsets)]
+                execute_values(cur, OFFSETS_STATEMENT, rows, page_size=1000)
             if refused:
                 execute_values(
                     cur,
@@ -233,22 +262,22 @@ def refused_in_batch(dsn: str, query_id: str, batch_id: int, tables: Iterable[Sp
     return [RefusedRow(by_name.get(name), key, start, reason) for name, key, start, reason in rows]
 
 
-def _write_totals(cur, totals: SpeedBatchTotals) -> None:
+def _write_totals(cur, totals: SpeedBatchTotals, batch_id: int) -> None:
     for table, rows in totals.increments.items():
         if rows:
             _upsert_increment(cur, table, rows)
     if totals.hours:
-        _upsert_hours(cur, totals.hours)
+        _insert_hours(cur, totals.hours, batch_id)
 
 
-def refused_rows(conn, totals: SpeedBatchTotals) -> list[RefusedRow]:
+def refused_rows(conn, totals: SpeedBatchTotals, batch_id: int) -> list[RefusedRow]:
     """Each row the database refuses on its own, tried one at a time under a savepoint in a
     transaction that is rolled back: only the failure path pays for it."""
     attempts: list[tuple[SpeedTable | None, tuple, Callable]] = [
         (table, row, lambda cur, t=table, r=row: _upsert_increment(cur, t, [r]))
         for table, rows in totals.increments.items()
         for row in rows
-    ] + [(None, hour, lambda cur, h=hour: _upsert_hours(cur, [h])) for hour in totals.hours]
+    ] + [(None, hour, lambda cur, h=hour: _insert_hours(cur, [h], batch_id)) for hour in totals.hours]
     refused = []
     try:
         with conn.cursor() as cur:
@@ -280,30 +309,119 @@ HOURLY_TABLES = (
 )
 
 
-def replace_hour(dsn: str, hour, result, last_streaming_batch: int) -> None:
-    """Swap in one hour's rows of every *_1h table and its input totals, in one transaction.
+@dataclass(frozen=True)
+class HourRun:
+    """What one batch run of an hour read, beside its aggregates: the input it was computed from
+    (the streaming job's micro-batches up to `last_streaming_batch`) and the figures the quality
+    gate reconciles (raw rows, their distinct Kafka offsets, how far behind the stream was)."""
+
+    last_streaming_batch: int
+    raw_rows: int
+    distinct_offsets: int
+    records_behind: int = 0
+    forced: bool = False
+
+
+class HourSuperseded(Exception):
+    """A run computed from newer input has published the hour already: this one changes nothing."""
+
+
+# One lock per hour, held to the end of the publishing transaction: runs of one hour take turns.
+HOUR_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('batch_hour ' || %s::text, 0))"
+# A concurrent run of the hour holds the lock for its transaction only; wait for it, within reason.
+PUBLICATION_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '10min'"
+
+
+def publish_hour(dsn: str, hour, result, run: HourRun, gate: Callable[[Any], None]) -> None:
+    """Swap in one hour's rows of every *_1h table and its run, check them, and commit only if
+    `gate(cursor)` passes, all in one transaction under the hour's lock.
 
     PostgreSQL's snapshots show concurrent readers the old hour until the commit and the new one
-    after it, never a mix; a rerun deletes and re-inserts the same rows.
+    after it, never a mix; a rerun deletes and re-inserts the same rows. Raises HourSuperseded
+    when the published run read newer input (a higher streaming batch), and whatever `gate`
+    raises, after rolling back and withdrawing the hour from the batch layer (withdraw_hour).
     """
     conn = connect(dsn)
     try:
         with conn, conn.cursor() as cur:
-            for table in HOURLY_TABLES:
-                cur.execute(sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(table.name)), (hour,))
-                rows = [(row[0], hour, *row[1:]) for row in getattr(result, table.result_field)]
-                if rows:
-                    columns = (table.columns[0], "date", *table.columns[1:])
-                    statement = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
-                        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
-                    )
-                    execute_values(cur, statement, sorted(rows), page_size=1000)
-            cur.execute(
-                "INSERT INTO batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch) "
-                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (date) DO UPDATE SET valid_events = EXCLUDED.valid_events, "
-                "valid_bytes = EXCLUDED.valid_bytes, unknown_device_bytes = EXCLUDED.unknown_device_bytes, "
-                "last_streaming_batch = EXCLUDED.last_streaming_batch, computed_at = now()",
-                (hour, result.valid_events, result.valid_bytes, result.unknown_device_bytes, last_streaming_batch),
-            )
+            _lock_hour(cur, hour)
+            published = _published_batch(cur, hour)
+            if published is not None and published > run.last_streaming_batch:
+                raise HourSuperseded(
+                    f"hour {hour} is published from streaming batch {published}, newer than this run's"
+                    f" {run.last_streaming_batch}; left as it is"
+                )
+            _write_hour(cur, hour, result, run)
+            gate(cur)
+            cur.execute("DELETE FROM batch_hour_failures WHERE date = %s", (hour,))
     finally:
         conn.close()
+
+
+def withdraw_hour(dsn: str, hour, run: HourRun, failed_checks: Sequence[str], details: str) -> bool:
+    """Record the failed gate and take the hour out of the batch layer (the speed layer answers it
+    then), unless a run from newer input published it meanwhile. Returns whether it withdrew."""
+    conn = connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            _lock_hour(cur, hour)
+            published = _published_batch(cur, hour)
+            if published is not None and published > run.last_streaming_batch:
+                return False
+            for table in (*HOURLY_TABLES, HourlyTable("batch_hour_runs", (), "")):
+                cur.execute(sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(table.name)), (hour,))
+            cur.execute(
+                "INSERT INTO batch_hour_failures (date, failed_checks, details, last_streaming_batch) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (date) DO UPDATE SET failed_checks = EXCLUDED.failed_checks, details = EXCLUDED.details, "
+                "last_streaming_batch = EXCLUDED.last_streaming_batch, failed_at = now()",
+                (hour, ", ".join(failed_checks), details, run.last_streaming_batch),
+            )
+        return True
+    finally:
+        conn.close()
+
+
+def speed_events_of_hour(dsn: str, hour, up_to_batch: int) -> int:
+    """The events the speed layer counted in the hour, in its micro-batches up to `up_to_batch`."""
+    with connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT coalesce(sum(events), 0) FROM speed_hour_batches WHERE date = %s AND batch_id <= %s", (hour, up_to_batch)
+        )
+        (events,) = cur.fetchone()
+    conn.close()
+    return int(events)
+
+
+def _lock_hour(cur, hour) -> None:
+    cur.execute(PUBLICATION_LOCK_TIMEOUT)
+    cur.execute(HOUR_LOCK, (hour,))
+
+
+def _published_batch(cur, hour) -> int | None:
+    cur.execute("SELECT last_streaming_batch FROM batch_hour_runs WHERE date = %s", (hour,))
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+def _write_hour(cur, hour, result, run: HourRun) -> None:
+    for table in HOURLY_TABLES:
+        cur.execute(sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(table.name)), (hour,))
+        rows = [(row[0], hour, *row[1:]) for row in getattr(result, table.result_field)]
+        if rows:
+            columns = (table.columns[0], "date", *table.columns[1:])
+            statement = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
+                sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
+            )
+            execute_values(cur, statement, sorted(rows), page_size=1000)
+    cur.execute(
+        "INSERT INTO batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch,"
+        " raw_rows, distinct_offsets, records_behind, forced) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (date) DO UPDATE SET valid_events = EXCLUDED.valid_events, valid_bytes = EXCLUDED.valid_bytes,"
+        " unknown_device_bytes = EXCLUDED.unknown_device_bytes, last_streaming_batch = EXCLUDED.last_streaming_batch,"
+        " raw_rows = EXCLUDED.raw_rows, distinct_offsets = EXCLUDED.distinct_offsets,"
+        " records_behind = EXCLUDED.records_behind, forced = EXCLUDED.forced, computed_at = now()",
+        (
+            hour, result.valid_events, result.valid_bytes, result.unknown_device_bytes, run.last_streaming_batch,
+            run.raw_rows, run.distinct_offsets, run.records_behind, run.forced,
+        ),
+    )

@@ -16,6 +16,7 @@ deletes: the micro-batch files stay until the storage's retention removes them.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta, timezone
 from functools import reduce
@@ -75,6 +76,14 @@ def read_text(spark: SparkSession, location: str) -> str:
         return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
     finally:
         stream.close()
+
+
+def logged_end_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> dict[str, dict[str, int]]:
+    """{topic: {partition: offset}} where micro-batch `batch_id` ends, from the checkpoint's offset
+    log (Spark writes it before the batch runs; batch N reads from batch N-1's end to its own)."""
+    lines = read_text(spark, f"{checkpoint.rstrip('/')}/offsets/{batch_id}").splitlines()
+    # Line 1 is the log's version, line 2 the batch's metadata, then one line per source.
+    return json.loads(lines[2])
 
 
 def delete(spark: SparkSession, location: str) -> None:

@@ -13,7 +13,6 @@ and every total stays exact.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -37,7 +36,9 @@ from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_wind
 from spark_jobs.events import classify_records, quarantine_records, reject_records, valid_events
 from spark_jobs.lease import Lease, LeaseHeld
 from spark_jobs.outages import DependencyDown, Interrupted, OutagePolicy, wait_out
-from spark_jobs.raw_hours import RAW_COLUMNS, ClosedHourCompaction, child_names, delete, last_committed_batch, read_text
+from spark_jobs.raw_hours import (
+    RAW_COLUMNS, ClosedHourCompaction, child_names, delete, last_committed_batch, logged_end_offsets,
+)
 from spark_jobs.session import build_session
 from spark_jobs.storage import StorageLayout, event_hour_of_epoch
 
@@ -50,7 +51,7 @@ SPEED_TABLES = {
     BY_APP: postgres.SpeedTable("bytes_agg_app", BY_APP.key, BY_APP.sum_column),
 }
 REQUIRED_TABLES = (
-    "user_metadata", "speed_layer_progress", "speed_hour_totals", "speed_refused_rows",
+    "user_metadata", "speed_layer_progress", "speed_hour_batches", "speed_partition_offsets", "speed_refused_rows",
     *(t.name for t in SPEED_TABLES.values()),
 )
 # Marks the row of the per-batch result that carries the quarantined count, not a window total.
@@ -299,8 +300,11 @@ class SpeedLayerBatch:
             self._require_leases()
             try:
                 with timings.step("postgres"):
+                    end_offsets = postgres.end_offsets_of(logged_end_offsets(self.spark, self.checkpoint, batch_id))
                     applied = postgres.with_retries(
-                        lambda: postgres.apply_speed_batch(self.pg_dsn, self._query_id, batch_id, totals, refused_rows),
+                        lambda: postgres.apply_speed_batch(
+                            self.pg_dsn, self._query_id, batch_id, totals, refused_rows, end_offsets
+                        ),
                         self.outages,
                     )
                 return BatchOutcome(totals, applied, bool(refused_rows))
@@ -367,8 +371,8 @@ def batch_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> str:
     """'devices-0 offsets 100 to 199, ...': the Kafka records of a micro-batch, from the offset log
     of the checkpoint (batch N reads from batch N-1's end offsets to its own)."""
     try:
-        end = _logged_offsets(spark, checkpoint, batch_id)
-        start = _logged_offsets(spark, checkpoint, batch_id - 1) if batch_id > 0 else {}
+        end = logged_end_offsets(spark, checkpoint, batch_id)
+        start = logged_end_offsets(spark, checkpoint, batch_id - 1) if batch_id > 0 else {}
     except Exception:  # noqa: BLE001 - the message must still go out without the offsets
         return "offsets unknown: see the checkpoint's offsets log"
     ranges = []
@@ -378,12 +382,6 @@ def batch_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> str:
             if until > since:
                 ranges.append(f"{topic}-{partition} offsets {since} to {until - 1}")
     return ", ".join(ranges) or "no records"
-
-
-def _logged_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> dict[str, dict[str, int]]:
-    lines = read_text(spark, f"{checkpoint.rstrip('/')}/offsets/{batch_id}").splitlines()
-    # Line 1 is the log's version, line 2 the batch's metadata, then one line per source.
-    return json.loads(lines[2])
 
 
 def check_kafka(bootstrap_servers: str, topic: str) -> None:

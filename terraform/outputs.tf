@@ -84,5 +84,8 @@ locals {
     AIRFLOW_VAR_STORAGE_ROOT        = local.storage_root
     AIRFLOW_VAR_DATAPROC_SUBNETWORK = google_compute_subnetwork.dataproc.id
     AIRFLOW_VAR_PG_DSN_SECRET       = local.postgres_dsn_secret_version
+    # The completeness sensor and the batch job ask the broker for the offsets an hour needs.
+    AIRFLOW_VAR_KAFKA_BOOTSTRAP_SERVERS = local.kafka_bootstrap_servers
+    AIRFLOW_VAR_KAFKA_TOPIC             = var.kafka_topic
   }
 }

@@ -17,6 +17,7 @@ HOUR_START = pendulum.datetime(2026, 11, 27, 10, tz="UTC")
 CODE_URI = "gs://usage-platform-code/releases/2026-11-27"
 STORAGE_ROOT = "gs://usage-platform-data/lake"
 CLOUD_SQL_URI = "postgresql://platform:s3cret-pw@10.20.0.3:5432/platform"
+KAFKA_BOOTSTRAP_SERVERS = "10.10.0.2:9092"
 CLOUD_CONFIG = {
     "AIRFLOW_VAR_GCP_PROJECT": "usage-platform",
     "AIRFLOW_VAR_GCP_REGION": "europe-west1",
@@ -26,6 +27,8 @@ CLOUD_CONFIG = {
     "AIRFLOW_VAR_DATAPROC_SUBNETWORK": "projects/usage-platform/regions/europe-west1/subnetworks/dataproc",
     "AIRFLOW_VAR_DATAPROC_SERVERLESS_IMAGE": "europe-west1-docker.pkg.dev/usage-platform/spark/batch:1",
     "AIRFLOW_CONN_PLATFORM_POSTGRES": CLOUD_SQL_URI,
+    "AIRFLOW_VAR_KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP_SERVERS,
+    "AIRFLOW_VAR_KAFKA_TOPIC": "devices",
 }
 
 

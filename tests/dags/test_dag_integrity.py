@@ -11,14 +11,15 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.google.cloud.operators.dataproc import DataprocCreateBatchOperator, DataprocSubmitJobOperator
-from airflow.providers.standard.sensors.time_delta import TimeDeltaSensor
 from airflow.sdk import CronDataIntervalTimetable
 
-from platform_airflow.quality import QualityChecksOperator, SpeedDriftOperator
+from platform_airflow.quality import SpeedDriftOperator
+from platform_airflow.sensors import SpeedLayerCaughtUpSensor
 from platform_airflow.runners import RUNNERS
+from spark_jobs.quality_gate import load_checks
 from tests.conftest import REPO_ROOT
 
-BATCH_CHAIN = ("wait_for_hour_to_close", "run_batch", "measure_speed_drift", "check_quality")
+BATCH_CHAIN = ("wait_for_complete_hour", "run_batch", "measure_speed_drift")
 BATCH_OPERATOR_OF_RUNNER = {
     "local": SparkSubmitOperator,
     "dataproc": DataprocSubmitJobOperator,
@@ -87,25 +88,24 @@ def test_batch_hourly_runs_the_job_on_the_configured_runner(parsed, batch_hourly
     assert f"runner:{runner}" in batch_hourly.tags
 
 
-def test_batch_hourly_waits_without_holding_a_worker(batch_hourly):
-    sensor = batch_hourly.get_task("wait_for_hour_to_close")
-    assert isinstance(sensor, TimeDeltaSensor)
-    assert sensor.mode == "reschedule" or sensor.deferrable
+def test_batch_hourly_waits_for_a_complete_hour_without_holding_a_worker(batch_hourly):
+    sensor = batch_hourly.get_task("wait_for_complete_hour")
+    assert isinstance(sensor, SpeedLayerCaughtUpSensor)
+    assert sensor.mode == "reschedule"
+    assert sensor.conn_id == "platform_postgres"
 
 
-def test_batch_hourly_checks_and_measures_the_hour_on_the_serving_database(batch_hourly):
-    checks = batch_hourly.get_task("check_quality")
+def test_batch_hourly_gates_the_hour_in_the_job_and_measures_it_on_the_serving_database(batch_hourly):
+    job = batch_hourly.get_task("run_batch")
     drift = batch_hourly.get_task("measure_speed_drift")
-    assert isinstance(checks, QualityChecksOperator) and isinstance(drift, SpeedDriftOperator)
-    assert checks.conn_id == drift.conn_id == "platform_postgres"
-    assert {check.name for check in checks.checks} >= {
-        "antenna_total_equals_valid_bytes",
-        "app_total_equals_valid_bytes",
-        "user_total_plus_unknown_equals_valid_bytes",
-        "over_quota_rows_match_user_totals",
-        "keys_not_null",
-        "sums_not_negative",
-        "row_counts",
+    assert isinstance(drift, SpeedDriftOperator) and drift.conn_id == "platform_postgres"
+    # The job checks completeness itself too, against the same Kafka and lateness as the sensor.
+    args = getattr(job, "application_args", None) or (getattr(job, "job", None) or job.batch)
+    args = args if isinstance(args, list) else (args.get("pyspark_job") or args["pyspark_batch"])["args"]
+    assert {"--bootstrap-servers", "--topic", "--lateness-minutes"} <= set(args)
+    assert {check.name for check in load_checks()} >= {
+        "raw_rows_are_distinct_offsets", "raw_rows_equal_speed_events", "bytes_equal_speed_bytes", "input_complete",
+        "over_quota_rows_match_user_totals", "user_rows_are_known_users",
     }
 
 

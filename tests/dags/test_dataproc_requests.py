@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from google.cloud import dataproc_v1
 
-from tests.dags.conftest import CLOUD_CONFIG, CLOUD_SQL_URI, CODE_URI, HOUR_START, STORAGE_ROOT, rendered
+from tests.dags.conftest import CLOUD_CONFIG, CLOUD_SQL_URI, CODE_URI, HOUR_START, KAFKA_BOOTSTRAP_SERVERS, STORAGE_ROOT, rendered
 
 
 def test_the_dataproc_job_is_a_valid_job_request(run_batch_tasks, cloud_config):
@@ -22,6 +22,7 @@ def test_the_dataproc_job_is_a_valid_job_request(run_batch_tasks, cloud_config):
     assert list(job.pyspark_job.args) == [
         "--hour", "2026-11-27T10:00:00Z", "--pg-dsn", CLOUD_SQL_URI.replace("postgresql://", "postgres://", 1),
         "--pg-dsn-secret", "", "--storage-root", STORAGE_ROOT,
+        "--bootstrap-servers", KAFKA_BOOTSTRAP_SERVERS, "--topic", "devices", "--lateness-minutes", "10",
     ]
 
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import json
 import subprocess
-from datetime import datetime, timezone
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -59,8 +64,8 @@ def streamed_hour(topic, scratch_dsn, tmp_path):
     return load_summary(summary_path), storage
 
 
-def batch_args(dsn: str, storage, hour: str = HOUR) -> list[str]:
-    return ["--hour", hour, "--pg-dsn", dsn, "--storage-root", str(storage), "--master", "local[2]"]
+def batch_args(dsn: str, storage, hour: str = HOUR, *extra: str) -> list[str]:
+    return ["--hour", hour, "--pg-dsn", dsn, "--storage-root", str(storage), "--master", "local[2]", *extra]
 
 
 def test_batch_hour_equals_summary_rerun_is_identical_and_empty_hour_writes_nothing(streamed_hour, scratch_dsn):
@@ -83,7 +88,7 @@ def test_batch_hour_equals_summary_rerun_is_identical_and_empty_hour_writes_noth
     # An hour without data writes nothing, says so and leaves the other hours alone.
     empty = run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage, hour="2026-11-27T15:00:00Z"))
 
-    assert "no data for hour 2026-11-27T15:00:00Z" in empty.stderr
+    assert "no committed events for hour 2026-11-27T15:00:00Z" in empty.stderr
     assert hourly_tables(scratch_dsn) == expected
 
 
@@ -92,45 +97,154 @@ def dsn_uri(dsn: str) -> str:
     return f"postgresql://{parts['user']}:{parts['password']}@{parts['host']}:{parts.get('port', 5432)}/{parts['dbname']}"
 
 
-def airflow_dags_test(dsn: str, storage, logical_date: str) -> subprocess.CompletedProcess:
-    """`./airflow.sh dags test`, exactly as an operator types it, against this test's database and storage."""
+def airflow_dags_test(dsn: str, storage, topic: str, logical_date: str) -> subprocess.CompletedProcess:
+    """`./airflow.sh dags test`, exactly as an operator types it, against this test's database, storage and topic."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW_CONN_PLATFORM")}
-    env.update(PG_DSN=dsn_uri(dsn), STORAGE_ROOT=str(storage))
+    env.update(PG_DSN=dsn_uri(dsn), STORAGE_ROOT=str(storage), AIRFLOW_VAR_KAFKA_TOPIC=topic)
     return subprocess.run(
         ["./airflow.sh", "dags", "test", "batch_hourly", logical_date],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
 
 
-def test_batch_hourly_dag_computes_the_hour_reruns_identically_and_fails_on_corruption(
-    streamed_hour, scratch_dsn, airflow_db, monkeypatch
+def duplicate_a_raw_file(storage: Path, hour_folder: str = "event_hour=2026-11-27-10") -> Path:
+    """A copy of one Parquet file of the hour beside it, as a botched restore or copy job leaves it."""
+    original = sorted((storage / "compacted" / hour_folder).rglob("*.parquet") or (storage / "raw" / hour_folder).rglob("*.parquet"))[0]
+    copy = original.with_name("copy-" + original.name)
+    shutil.copy(original, copy)
+    return copy
+
+
+def serving_layers(dsn: str, hour: str = HOUR) -> set[str]:
+    return {layer for (layer,) in query(dsn, "SELECT DISTINCT layer FROM serving_antenna_hourly WHERE date = %s", (hour,))}
+
+
+def test_batch_hourly_dag_computes_the_hour_reruns_identically_and_a_failed_gate_leaves_it_to_the_speed_layer(
+    streamed_hour, topic, scratch_dsn, airflow_db
 ):
     summary, storage = streamed_hour
     users = {id_: (email, quota) for id_, email, quota in query(scratch_dsn, "SELECT id, email, quota FROM user_metadata")}
     expected = hourly_expectations(summary, users)
 
-    # dags test takes the end of the interval: 11:00 runs the hour 10:00-11:00.
-    first = airflow_dags_test(scratch_dsn, storage, "2026-11-27T11:00:00+00:00")
+    # dags test takes the end of the interval: 11:00 runs the hour 10:00-11:00. The sensor really
+    # asks Kafka and PostgreSQL: the stream has drained, so the hour is complete.
+    first = airflow_dags_test(scratch_dsn, storage, topic, "2026-11-27T11:00:00+00:00")
 
     assert hourly_tables(scratch_dsn) == expected, first.stdout[-3000:] + first.stderr[-3000:]
+    assert serving_layers(scratch_dsn) == {"batch"}
     (first_computed_at,) = query(scratch_dsn, "SELECT computed_at FROM batch_hour_runs")[0]
 
-    second = airflow_dags_test(scratch_dsn, storage, "2026-11-27T11:00:00+00:00")
+    second = airflow_dags_test(scratch_dsn, storage, topic, "2026-11-27T11:00:00+00:00")
 
     assert hourly_tables(scratch_dsn) == expected, second.stdout[-3000:] + second.stderr[-3000:]
     assert query(scratch_dsn, "SELECT computed_at FROM batch_hour_runs")[0][0] > first_computed_at
 
-    # A corrupted row after the batch job: the quality gate must fail the run.
-    with psycopg2.connect(scratch_dsn) as conn, conn.cursor() as cur:
-        cur.execute("UPDATE bytes_agg_app_1h SET sum_app_bytes = sum_app_bytes + 1 WHERE app = 'SKYPE'")
-    conn.close()
-    monkeypatch.setenv("AIRFLOW_CONN_PLATFORM_POSTGRES", dsn_uri(scratch_dsn))
-    from airflow.dag_processing.dagbag import DagBag
+    # A raw file stored twice: the gate fails the run, and the hour leaves the batch layer.
+    duplicate_a_raw_file(storage)
+    failed = airflow_dags_test(scratch_dsn, storage, topic, "2026-11-27T11:00:00+00:00")
 
-    dag = DagBag(dag_folder=REPO_ROOT / "dags").dags["batch_hourly"]
-    run = dag.test(
-        logical_date=datetime(2026, 11, 27, 11, tzinfo=timezone.utc), mark_success_pattern="wait_for_hour_to_close|run_batch"
-    )
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0, output[-3000:]
+    assert "quality check raw_rows_are_distinct_offsets failed" in output, output[-3000:]
+    assert query(scratch_dsn, "SELECT count(*) FROM batch_hour_runs") == [(0,)]
+    assert all(not rows for rows in hourly_tables(scratch_dsn).values())
+    ((failed_checks,),) = query(scratch_dsn, "SELECT failed_checks FROM batch_hour_failures")
+    assert "raw_rows_are_distinct_offsets" in failed_checks
+    assert serving_layers(scratch_dsn) == {"speed"}
 
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states["check_quality"] == "failed"
+
+def send_events_stamped_in_the_hour(topic: str, count: int, first: int = 0, partition: int | None = None) -> int:
+    """`count` valid events of HOUR, each stamped by the producer with its own event time, as an
+    antenna sending live would: Kafka held them before the hour's deadline. Returns their bytes."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers="localhost:9092")
+    total = 0
+    for n in range(first, first + count):
+        timestamp = epoch(HOUR) + (n * 7) % 3600
+        event = {"bytes": 1000 + n, "timestamp": timestamp, "app": ("SKYPE", "TELEGRAM")[n % 2],
+                 "id": f"00000000-0000-0000-0000-0000000000{n % 6 + 1:02d}", "antenna_id": f"antenna-{n % 3}"}
+        producer.send(topic, json.dumps(event).encode(), partition=partition, timestamp_ms=timestamp * 1000)
+        total += event["bytes"]
+    producer.flush()
+    producer.close()
+    return total
+
+
+def antenna_bytes(dsn: str) -> int:
+    return query(dsn, "SELECT coalesce(sum(sum_antenna_bytes), 0)::bigint FROM bytes_agg_antenna_1h")[0][0]
+
+
+def test_an_hour_is_published_only_complete_and_again_with_late_data(topic, scratch_dsn, tmp_path):
+    hour_bytes = send_events_stamped_in_the_hour(topic, 1500)
+    storage = tmp_path / "storage"
+    # Small micro-batches and no compaction: the hour stays one folder per micro-batch.
+    drain = streaming_args(topic, scratch_dsn, storage, "--available-now", "--max-offsets-per-trigger", "400", "--compact-after-minutes", "100000")
+    run_module("spark_jobs.streaming", *drain)
+
+    run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage))
+    assert antenna_bytes(scratch_dsn) == hour_bytes
+
+    # A micro-batch folder deleted: fewer raw rows than the stream counted.
+    folders = sorted((storage / "raw" / "event_hour=2026-11-27-10").glob("batch_id=*"))
+    assert len(folders) > 2, "the drain should leave several micro-batches"
+    moved = tmp_path / folders[1].name
+    shutil.move(folders[1], moved)
+    lost = run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage), check=False)
+    assert lost.returncode != 0
+    assert "quality check raw_rows_equal_speed_events failed" in lost.stderr, lost.stderr[-3000:]
+    assert serving_layers(scratch_dsn) == {"speed"}
+    shutil.move(moved, folders[1])
+
+    # A stream behind: Kafka held records of the hour before its deadline that the stream has not committed.
+    late_bytes = send_events_stamped_in_the_hour(topic, 5, first=1500, partition=0)
+    behind = run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage), check=False)
+    assert behind.returncode != 0
+    assert f"speed layer is 5 records behind on {topic}-0" in behind.stderr, behind.stderr[-3000:]
+    assert query(scratch_dsn, "SELECT count(*) FROM batch_hour_runs") == [(0,)]
+
+    forced = run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage, HOUR, "--allow-incomplete"))
+    assert "--allow-incomplete: publishing hour 2026-11-27T10:00:00Z" in forced.stderr
+    assert query(scratch_dsn, "SELECT records_behind, forced FROM batch_hour_runs") == [(5, True)]
+    assert antenna_bytes(scratch_dsn) == hour_bytes
+
+    # The stream catches up: the hour's input changed after its publication, so it is listed to
+    # be published again, and the next run serves the late events exactly.
+    run_module("spark_jobs.streaming", *drain)
+    assert [hour for (hour,) in query(scratch_dsn, "SELECT date FROM batch_hours_to_republish")] == [
+        datetime.fromisoformat(HOUR.replace("Z", "+00:00"))
+    ]
+    run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage))
+    assert antenna_bytes(scratch_dsn) == hour_bytes + late_bytes
+    assert query(scratch_dsn, "SELECT count(*) FROM batch_hours_to_republish") == [(0,)]
+    assert query(scratch_dsn, "SELECT drift_bytes FROM serving_speed_drift") == [(0,), (0,), (0,)]
+
+
+def test_runs_of_one_hour_take_turns_and_older_input_never_replaces_newer(scratch_dsn):
+    from spark_jobs import postgres
+    from spark_jobs.batch import HourResult
+
+    hour = datetime.fromisoformat(HOUR.replace("Z", "+00:00"))
+
+    def result(total: int) -> HourResult:
+        return HourResult([("a-1", total)], [], [("SKYPE", total)], [], 1, total, total)
+
+    def publish(total: int, batch: int) -> None:
+        postgres.publish_hour(scratch_dsn, hour, result(total), postgres.HourRun(batch, 1, 1), gate=lambda cursor: None)
+
+    holder = psycopg2.connect(scratch_dsn)
+    with holder.cursor() as cur:
+        cur.execute(postgres.HOUR_LOCK, (hour,))
+    newer = threading.Thread(target=publish, args=(200, 9))
+    newer.start()
+    time.sleep(3)
+    assert newer.is_alive(), "a second run of the hour must wait for the lock"
+    assert query(scratch_dsn, "SELECT count(*) FROM batch_hour_runs") == [(0,)]
+    holder.rollback()
+    holder.close()
+    newer.join(timeout=30)
+    assert query(scratch_dsn, "SELECT last_streaming_batch FROM batch_hour_runs") == [(9,)]
+
+    with pytest.raises(postgres.HourSuperseded):
+        publish(100, 5)
+    assert antenna_bytes(scratch_dsn) == 200

@@ -1,7 +1,9 @@
-"""The quality checks of sql/quality/ on a real PostgreSQL database: an hour written as the batch
-job writes it passes every check; each kind of corruption fails the check that guards against
-it, with a message naming the check and the values. Runs through the operators batch_hourly uses,
-and once through `dag.test()` of batch_hourly itself (its Spark job marked done)."""
+"""The quality gate's checks of sql/quality/checks/ on a real PostgreSQL database: an hour written
+as the batch job writes it passes every check; each kind of corruption fails the check that
+guards against it, with a message naming the check and the values. The speed layer's drift runs
+through the operator batch_hourly uses, and once through `dag.test()` of batch_hourly itself (its
+sensor and Spark job marked done). The gate inside the batch job is tested end to end in
+test_batch.py, with raw files duplicated or deleted and a stream behind."""
 
 from __future__ import annotations
 
@@ -12,10 +14,10 @@ from typing import NamedTuple
 
 import psycopg2
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 from psycopg2.extras import execute_values
 
-from platform_airflow.quality import QualityChecksOperator, SpeedDriftOperator, load_checks, run_checks
+from platform_airflow.quality import SpeedDriftOperator
+from spark_jobs.quality_gate import load_checks, run_checks
 from services.scratch import scratch_database
 from tests.integration.conftest import query
 
@@ -29,7 +31,7 @@ ANTENNA_A, ANTENNA_B = "11111111-1111-1111-1111-111111111111", "22222222-2222-22
 WINDOW = timedelta(minutes=5)
 HOUR_TABLES = (
     "bytes_agg_antenna_1h", "bytes_agg_app_1h", "bytes_agg_user_1h", "users_over_quota_1h", "batch_hour_runs",
-    "bytes_agg_antenna", "bytes_agg_app", "bytes_agg_user",
+    "bytes_agg_antenna", "bytes_agg_app", "bytes_agg_user", "speed_hour_batches",
 )
 
 
@@ -81,9 +83,12 @@ def rows_of_hour(events: list[Event], users: dict[str, tuple[str, int]]) -> dict
         "users_over_quota_1h (email, date, quota, sum_user_bytes)": [
             (email, HOUR, quota_of[email], total) for email, total in user_totals.items() if total > quota_of[email]
         ],
-        "batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch)": [(
-            HOUR, len(events), sum(e.bytes for e in events), sum(e.bytes for e in events if e.device not in users), 0
+        "batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch, raw_rows, distinct_offsets)": [(
+            HOUR, len(events), sum(e.bytes for e in events), sum(e.bytes for e in events if e.device not in users), 0,
+            len(events), len(events),
         )],
+        # The speed layer's own count, in its micro-batch 0, which the run read.
+        "speed_hour_batches (date, batch_id, events, bytes)": [(HOUR, 0, len(events), sum(e.bytes for e in events))],
         "bytes_agg_antenna (antenna_id, date, sum_antenna_bytes)": [
             (*key, total) for key, total in sums(((e.antenna, e.window), e.bytes) for e in events).items()
         ],
@@ -111,10 +116,11 @@ def execute(dsn: str, statement: str) -> None:
 
 
 def failed_checks(dsn: str) -> dict[str, str]:
-    """{name: message} of the checks that fail for HOUR, run as the DAG's operator runs them."""
+    """{name: message} of the checks that fail for HOUR, run as the batch job's gate runs them."""
     conn = psycopg2.connect(dsn)
     try:
-        outcomes = run_checks(conn, load_checks(), HOUR_PARAM)
+        with conn.cursor() as cursor:
+            outcomes = run_checks(cursor, load_checks(), HOUR_PARAM)
     finally:
         conn.close()
     return {outcome.name: outcome.describe() for outcome in outcomes if not outcome.passed}
@@ -162,11 +168,11 @@ def test_an_hour_without_data_passes_every_check(empty_dsn):
 CORRUPTIONS = {
     "antenna total off by one": (
         f"UPDATE bytes_agg_antenna_1h SET sum_antenna_bytes = sum_antenna_bytes + 1 WHERE antenna_id = '{ANTENNA_A}'",
-        {"antenna_total_equals_valid_bytes": "antenna_total=286001, valid_bytes=286000, difference=1"},
+        {"bytes_equal_speed_bytes": "batch_table=bytes_agg_antenna_1h, batch_bytes=286001, speed_bytes=286000, drift_bytes=1"},
     ),
     "app total short": (
         "UPDATE bytes_agg_app_1h SET sum_app_bytes = sum_app_bytes - 10 WHERE app = 'FACEBOOK'",
-        {"app_total_equals_valid_bytes": "app_total=285990, valid_bytes=286000, difference=-10"},
+        {"bytes_equal_speed_bytes": "batch_table=bytes_agg_app_1h, batch_bytes=285990, speed_bytes=286000, drift_bytes=-10"},
     ),
     "user over quota missing": (
         "DELETE FROM users_over_quota_1h WHERE email = 'fede@gmail.com'",
@@ -182,32 +188,40 @@ CORRUPTIONS = {
     ),
     "user total changed": (
         "UPDATE bytes_agg_user_1h SET sum_user_bytes = sum_user_bytes + 5 WHERE email = 'andres@gmail.com'",
-        {"user_total_plus_unknown_equals_valid_bytes": "user_total=279005, unknown_device_bytes=7000, valid_bytes=286000, difference=5"},
+        {"bytes_equal_speed_bytes": "batch_table=bytes_agg_user_1h + unknown devices, batch_bytes=286005, speed_bytes=286000, drift_bytes=5"},
     ),
     "unknown device counted as a user": (
         "INSERT INTO bytes_agg_user_1h VALUES ('ghost@example.com', %(hour)s, 7000)",
         {
             "user_rows_are_known_users": "email=ghost@example.com, sum_user_bytes=7000",
-            "user_total_plus_unknown_equals_valid_bytes": "difference=7000",
+            "bytes_equal_speed_bytes": "drift_bytes=7000",
         },
     ),
-    "negative sum hidden in a right total": (
-        "UPDATE bytes_agg_app_1h SET sum_app_bytes = CASE app WHEN 'TELEGRAM' THEN -5 ELSE sum_app_bytes + 5005 END"
-        " WHERE app IN ('TELEGRAM', 'FACETIME')",
-        {"sums_not_negative": "table_name=bytes_agg_app_1h, key=TELEGRAM, value_column=sum_app_bytes, value=-5"},
-    ),
-    "aggregates without a batch run": (
-        "DELETE FROM batch_hour_runs",
+    "a record stored twice in raw storage": (
+        "UPDATE batch_hour_runs SET raw_rows = raw_rows + 1",
         {
-            "row_counts": "expectation=aggregate rows exist only with a run in batch_hour_runs",
-            "antenna_total_equals_valid_bytes": "valid_bytes=0",
-            "app_total_equals_valid_bytes": "valid_bytes=0",
-            "user_total_plus_unknown_equals_valid_bytes": "valid_bytes=0",
+            "raw_rows_are_distinct_offsets": "raw_rows=8, distinct_offsets=7, duplicated_rows=1",
+            "raw_rows_equal_speed_events": "raw_rows=8, speed_events=7, difference=1",
         },
     ),
-    "more antenna rows than events": (
-        "UPDATE batch_hour_runs SET valid_events = 1",
-        {"row_counts": "expectation=no more antenna, app or user rows than events, antenna_rows=2, app_rows=5, user_rows=3"},
+    "a micro-batch the stream counted but raw storage lost": (
+        "INSERT INTO speed_hour_batches VALUES (%(hour)s, -1, 3, 900)",
+        {
+            "raw_rows_equal_speed_events": "raw_rows=7, speed_events=10, difference=-3",
+            "bytes_equal_speed_bytes": "batch_table=bytes_agg_antenna_1h, batch_bytes=286000, speed_bytes=286900, drift_bytes=-900",
+        },
+    ),
+    "a late micro-batch after the one the run read": (
+        "INSERT INTO speed_hour_batches VALUES (%(hour)s, 1, 3, 900)",
+        {},
+    ),
+    "a stream behind": (
+        "UPDATE batch_hour_runs SET records_behind = 12345",
+        {"input_complete": "records_behind=12345, forced=False"},
+    ),
+    "a stream behind, published by hand with --allow-incomplete": (
+        "UPDATE batch_hour_runs SET records_behind = 12345, forced = true",
+        {},
     ),
 }
 
@@ -223,27 +237,6 @@ def test_a_corrupted_hour_fails_the_check_that_guards_it(hour_dsn, corruption):
     for name, values in expected.items():
         assert failures[name].startswith(f"quality check {name} failed: ")
         assert values in failures[name]
-
-
-def test_the_operator_fails_the_task_naming_the_check_and_the_values(hour_dsn):
-    execute(hour_dsn, CORRUPTIONS["antenna total off by one"][0])
-    operator = QualityChecksOperator(task_id="check_quality", conn_id="platform_postgres", hour=HOUR_PARAM)
-
-    # A failed check is final: retrying would read the same rows.
-    with pytest.raises(AirflowFailException) as failure:
-        operator.execute(context={})
-
-    message = str(failure.value)
-    assert f"1 of {len(load_checks())} quality checks failed for hour 2026-11-27T10:00:00+00:00" in message
-    assert (
-        "quality check antenna_total_equals_valid_bytes failed: antenna_total=286001, valid_bytes=286000, difference=1"
-        in message
-    )
-
-
-def test_the_operator_passes_a_consistent_hour(hour_dsn):
-    operator = QualityChecksOperator(task_id="check_quality", conn_id="platform_postgres", hour=HOUR_PARAM)
-    assert all(operator.execute(context={}).values())
 
 
 def drift_per_table(drift: int) -> dict[str, int]:
@@ -280,17 +273,11 @@ def batch_hourly(airflow_db):
 def run_hour_with_dag_test(dag) -> dict[str, str]:
     """{task_id: state} of a `dag.test()` run of HOUR, the Spark job marked done instead of run."""
     # dag.test(logical_date=T) runs the interval that ends at T.
-    run = dag.test(logical_date=HOUR + timedelta(hours=1), mark_success_pattern="wait_for_hour_to_close|run_batch")
+    run = dag.test(logical_date=HOUR + timedelta(hours=1), mark_success_pattern="wait_for_complete_hour|run_batch")
     return {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
-def test_dag_test_of_batch_hourly_checks_the_hour(hour_dsn, batch_hourly):
+def test_dag_test_of_batch_hourly_measures_the_published_hour(hour_dsn, batch_hourly):
     assert run_hour_with_dag_test(batch_hourly) == dict.fromkeys(
-        ("wait_for_hour_to_close", "run_batch", "measure_speed_drift", "check_quality"), "success"
+        ("wait_for_complete_hour", "run_batch", "measure_speed_drift"), "success"
     )
-
-    execute(hour_dsn, "DELETE FROM users_over_quota_1h WHERE email = 'fede@gmail.com'")
-    states = run_hour_with_dag_test(batch_hourly)
-
-    assert states["measure_speed_drift"] == "success"
-    assert states["check_quality"] == "failed"
