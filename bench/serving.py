@@ -3,7 +3,8 @@
 A scratch database (migrated: views and indexes included) is filled inside PostgreSQL with a year
 of synthetic rows (bench/serving_sql/synthetic_year.sql): every 5-minute speed window for 5
 antennas, the 20 reference users and 5 apps, and every hour but the last few closed by the batch
-layer. Then each query a dashboard chart sends (bench/serving_sql/dashboard/*.sql, as Superset
+layer, plus one event at 1970-01-01 and one in year 9999 (bench/serving_sql/far_event_times.sql),
+which no view may answer by enumerating the empty hours between. Then each query a dashboard chart sends (bench/serving_sql/dashboard/*.sql, as Superset
 renders them: `/api/v1/chart/{id}/data/?type=query`) runs under
 `EXPLAIN (ANALYZE, BUFFERS)` for the dashboard's time range (the last 7 days) and for the whole
 year, several times; the median of planning + execution time is reported. Last, the same with
@@ -70,6 +71,7 @@ def generate_year(dsn: str, args: argparse.Namespace) -> dict:
     started = time.monotonic()
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute((SQL_DIR / "synthetic_year.sql").read_text(), params)
+        cur.execute((SQL_DIR / "far_event_times.sql").read_text())
     conn.close()
     generated_seconds = time.monotonic() - started
     vacuum_analyze(dsn)
@@ -77,6 +79,7 @@ def generate_year(dsn: str, args: argparse.Namespace) -> dict:
         "first_hour": first_hour.isoformat(),
         "hours": hours,
         "open_hours": args.open_hours,
+        "far_event_times": ["1970-01-01T00:00:00+00:00", "9999-12-31T23:55:00+00:00"],
         "rows": row_counts(dsn),
         "generation_seconds": round(generated_seconds, 1),
         "vacuum_analyze_seconds": round(time.monotonic() - started - generated_seconds, 1),

@@ -25,34 +25,43 @@ the password stays out of the job's arguments); serverless also `dataproc_subnet
 The database is connection `platform_postgres`, for the job and the checks alike; locally the
 job takes the storage root from STORAGE_ROOT.
 
+A run triggered with conf `{"hour": "2026-11-27T10:00:00+00:00"}` computes that hour instead of
+its data interval: batch_republish triggers such runs for hours whose input changed after their
+publication (late data).
+
 Run one hour by hand: `./airflow.sh dags test batch_hourly 2026-11-27T10:00:00+00:00` runs the
 hour 09:00-10:00, the one that *ends* at the date given.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, chain
 
 from common import settings
+from platform_airflow.hours import batch_hour
 from platform_airflow.quality import SpeedDriftOperator
 from platform_airflow.runners import batch_runner, build_batch_task
 from platform_airflow.sensors import SpeedLayerCaughtUpSensor
 
 RUNNER = batch_runner()
 POSTGRES_CONN_ID = "platform_postgres"
-# catchup: unpausing the DAG schedules every hour since START_DATE.
-START_DATE = pendulum.datetime(2026, 11, 27, tz="UTC")
+# catchup: unpausing the DAG schedules every hour since START_DATE (env BATCH_START_DATE, read when
+# the file is parsed: a new deployment starts where its data does, not with months of empty hours).
+START_DATE = pendulum.parse(os.environ.get("BATCH_START_DATE", "2026-11-27T00:00:00Z")).in_timezone("UTC")
 MAX_ACTIVE_RUNS = 2
 
-# The hour is the data interval's start: the batch job's --hour, and %(hour)s of the quality SQL.
-HOUR_FLAG = "{{ data_interval_start.strftime('%Y-%m-%dT%H:%M:%SZ') }}"
-HOUR_START = "{{ data_interval_start.isoformat() }}"
-HOUR_ID = "{{ data_interval_start.strftime('%Y%m%dT%H') }}"
+# The hour is the data interval's start, or conf["hour"] of a republication (platform_airflow.hours):
+# the batch job's --hour, and %(hour)s of the SQL.
+THE_HOUR = "batch_hour(dag_run, data_interval_start)"
+HOUR_FLAG = "{{ %s.strftime('%%Y-%%m-%%dT%%H:%%M:%%SZ') }}" % THE_HOUR
+HOUR_START = "{{ %s.isoformat() }}" % THE_HOUR
+HOUR_ID = "{{ %s.strftime('%%Y%%m%%dT%%H') }}" % THE_HOUR
 # Labels and Serverless batch ids allow lowercase letters only.
-HOUR_ID_LOWER = "{{ data_interval_start.strftime('%Y%m%dt%H') }}"
+HOUR_ID_LOWER = "{{ %s.strftime('%%Y%%m%%dt%%H') }}" % THE_HOUR
 # Connection POSTGRES_CONN_ID as a libpq URI: the job writes to the database the checks read.
 PG_DSN = "{{ conn.platform_postgres.get_uri() }}"
 LATENESS_MINUTES = "{{ var.value.get('batch_lateness_minutes', 10) }}"
@@ -114,6 +123,7 @@ with DAG(
     dagrun_timeout=timedelta(hours=3),
     default_args={"owner": "data-platform", "retries": 2, "retry_delay": timedelta(minutes=5)},
     tags=["batch", "quality", f"runner:{RUNNER}"],
+    user_defined_macros={"batch_hour": batch_hour},
 ) as dag:
     wait_for_complete_hour = SpeedLayerCaughtUpSensor(
         task_id="wait_for_complete_hour",

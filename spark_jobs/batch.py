@@ -43,6 +43,10 @@ from spark_jobs.storage import StorageLayout, event_hour_name, iso_hour
 log = logging.getLogger("spark_jobs.batch")
 
 HOUR = "1 hour"
+# The exit status of a run whose hour cannot be published as it is (its gate failed, or its raw
+# files are missing): running it again on the same input fails the same way, so the DAG's runner
+# fails the task at once instead of retrying it.
+EXIT_NOT_PUBLISHABLE = 3
 # A run is one task of batch_hourly, which retries it: a short wait rides out a failover.
 DATABASE_OUTAGES = OutagePolicy(limit=timedelta(minutes=5))
 REQUIRED_TABLES = (
@@ -284,9 +288,12 @@ def main(argv: list[str] | None = None) -> None:
     args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
+    except (QualityGateFailed, NoDataForCountedHour) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_NOT_PUBLISHABLE)
     except (
         postgres.DatabaseUnavailable, postgres.SchemaNotMigrated, postgres.InvalidDsn, DependencyDown,
-        HourIncomplete, KafkaUnavailable, QualityGateFailed, NoDataForCountedHour,
+        HourIncomplete, KafkaUnavailable,
     ) as error:
         sys.exit(f"error: {error}")
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from platform_airflow import REPO_ROOT
 
@@ -78,8 +79,28 @@ def build_batch_task(
     raise ValueError(f"unknown runner {runner!r}; expected one of {', '.join(RUNNERS)}")
 
 
+# spark_jobs.batch.EXIT_NOT_PUBLISHABLE (not imported: the DAG file must not import pyspark).
+EXIT_NOT_PUBLISHABLE = 3
+
+
+class LocalBatchSubmitOperator(SparkSubmitOperator):
+    """spark-submit of the batch job; a run that says its hour cannot be published as it is (a failed
+    quality gate, missing raw files) fails the task without retries: the same input fails again."""
+
+    def execute(self, context) -> None:
+        try:
+            super().execute(context)
+        except AirflowException as error:
+            if f"Error code is: {EXIT_NOT_PUBLISHABLE}." in str(error):
+                raise AirflowFailException(
+                    "the batch job refused to publish the hour (quality gate failed or raw files missing; the"
+                    " reason is in the log above); not retried, the same input would fail again"
+                ) from error
+            raise
+
+
 def local_spark_submit(*, task_id: str, application_args: Sequence[str], **operator_kwargs: Any) -> SparkSubmitOperator:
-    return SparkSubmitOperator(
+    return LocalBatchSubmitOperator(
         task_id=task_id,
         conn_id=LOCAL_SPARK_CONN_ID,
         application=str(LOCAL_BATCH_APPLICATION),

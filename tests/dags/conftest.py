@@ -64,6 +64,7 @@ def rendered(task, hour_start=HOUR_START, try_number=1):
         "data_interval_end": hour_start.add(hours=1),
         "logical_date": hour_start,
         "ti": SimpleNamespace(try_number=try_number),
+        "dag_run": SimpleNamespace(conf={}),
         "var": {"value": VariableAccessor(deserialize_json=False), "json": VariableAccessor(deserialize_json=True)},
         "conn": ConnectionAccessor(),
     }

@@ -146,6 +146,7 @@ def test_batch_hourly_dag_computes_the_hour_reruns_identically_and_a_failed_gate
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0, output[-3000:]
     assert "quality check raw_rows_are_distinct_offsets failed" in output, output[-3000:]
+    assert "not retried" in output, "a failed gate fails again on the same input: no retries"
     assert query(scratch_dsn, "SELECT count(*) FROM batch_hour_runs") == [(0,)]
     assert all(not rows for rows in hourly_tables(scratch_dsn).values())
     ((failed_checks,),) = query(scratch_dsn, "SELECT failed_checks FROM batch_hour_failures")
