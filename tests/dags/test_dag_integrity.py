@@ -122,3 +122,16 @@ def test_an_unknown_runner_fails_the_import():
         env.setenv("BATCH_RUNNER", "kubernetes")
         bag = DagBag(dag_folder=REPO_ROOT / "dags")
     assert any("kubernetes" in error for error in bag.import_errors.values())
+
+
+def test_a_run_computes_its_data_interval_or_the_hour_its_conf_names():
+    import pendulum
+
+    from platform_airflow.hours import batch_hour
+
+    start = pendulum.datetime(2026, 11, 27, 10, tz="UTC")
+    assert batch_hour(None, start) == start
+    republication = type("DagRun", (), {"conf": {"hour": "2026-11-26T23:00:00+00:00"}})()
+    assert batch_hour(republication, None) == pendulum.datetime(2026, 11, 26, 23, tz="UTC")
+    with pytest.raises(ValueError, match="not the start of an hour"):
+        batch_hour(type("DagRun", (), {"conf": {"hour": "2026-11-26T23:30:00+00:00"}})(), None)

@@ -154,9 +154,12 @@ def test_batch_hourly_dag_computes_the_hour_reruns_identically_and_a_failed_gate
     assert serving_layers(scratch_dsn) == {"speed"}
 
 
-def send_events_stamped_in_the_hour(topic: str, count: int, first: int = 0, partition: int | None = None) -> int:
+def send_events_stamped_in_the_hour(
+    topic: str, count: int, first: int = 0, partition: int | None = None, stamp_now: bool = False
+) -> int:
     """`count` valid events of HOUR, each stamped by the producer with its own event time, as an
-    antenna sending live would: Kafka held them before the hour's deadline. Returns their bytes."""
+    antenna sending live would: Kafka held them before the hour's deadline (with `stamp_now`,
+    stamped when sent: after it). Returns their bytes."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers="localhost:9092")
@@ -165,7 +168,7 @@ def send_events_stamped_in_the_hour(topic: str, count: int, first: int = 0, part
         timestamp = epoch(HOUR) + (n * 7) % 3600
         event = {"bytes": 1000 + n, "timestamp": timestamp, "app": ("SKYPE", "TELEGRAM")[n % 2],
                  "id": f"00000000-0000-0000-0000-0000000000{n % 6 + 1:02d}", "antenna_id": f"antenna-{n % 3}"}
-        producer.send(topic, json.dumps(event).encode(), partition=partition, timestamp_ms=timestamp * 1000)
+        producer.send(topic, json.dumps(event).encode(), partition=partition, timestamp_ms=None if stamp_now else timestamp * 1000)
         total += event["bytes"]
     producer.flush()
     producer.close()
@@ -176,13 +179,36 @@ def antenna_bytes(dsn: str) -> int:
     return query(dsn, "SELECT coalesce(sum(sum_antenna_bytes), 0)::bigint FROM bytes_agg_antenna_1h")[0][0]
 
 
-def test_an_hour_is_published_only_complete_and_again_with_late_data(topic, scratch_dsn, tmp_path):
+def completeness_sensor(topic: str, **kwargs):
+    from platform_airflow.sensors import SpeedLayerCaughtUpSensor
+
+    return SpeedLayerCaughtUpSensor(
+        task_id="wait_for_complete_hour", conn_id="platform_postgres", hour=datetime.fromisoformat(HOUR.replace("Z", "+00:00")).isoformat(),
+        lateness_minutes=10, bootstrap_servers="localhost:9092", topic=topic, **kwargs,
+    )
+
+
+def test_an_hour_is_published_only_complete_and_checked_and_republished_by_the_scheduler_after_late_data(
+    topic, scratch_dsn, tmp_path, monkeypatch
+):
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    from tests.integration.test_quality_checks import airflow_connection
+    from tests.integration.republish_helpers import republish_with_the_scheduler
+
+    monkeypatch.setenv("AIRFLOW_CONN_PLATFORM_POSTGRES", airflow_connection(scratch_dsn))
     hour_bytes = send_events_stamped_in_the_hour(topic, 1500)
     storage = tmp_path / "storage"
     # Small micro-batches and no compaction: the hour stays one folder per micro-batch.
     drain = streaming_args(topic, scratch_dsn, storage, "--available-now", "--max-offsets-per-trigger", "400", "--compact-after-minutes", "100000")
-    run_module("spark_jobs.streaming", *drain)
 
+    # Behind at the deadline: Kafka held the hour's records, the stream has committed none.
+    assert completeness_sensor(topic).poke(context={}) is False
+    refused = run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage, HOUR, "--topic", topic), check=False)
+    assert refused.returncode != 0 and "records behind on" in refused.stderr, refused.stderr[-3000:]
+
+    run_module("spark_jobs.streaming", *drain)
+    assert completeness_sensor(topic).poke(context={}) is True
     run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage))
     assert antenna_bytes(scratch_dsn) == hour_bytes
 
@@ -197,12 +223,14 @@ def test_an_hour_is_published_only_complete_and_again_with_late_data(topic, scra
     assert serving_layers(scratch_dsn) == {"speed"}
     shutil.move(moved, folders[1])
 
-    # A stream behind: Kafka held records of the hour before its deadline that the stream has not committed.
+    # Behind again: records of the hour Kafka held before its deadline that the stream has not read.
     late_bytes = send_events_stamped_in_the_hour(topic, 5, first=1500, partition=0)
     behind = run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage), check=False)
     assert behind.returncode != 0
     assert f"speed layer is 5 records behind on {topic}-0" in behind.stderr, behind.stderr[-3000:]
     assert query(scratch_dsn, "SELECT count(*) FROM batch_hour_runs") == [(0,)]
+    with pytest.raises(AirflowSensorTimeout, match=f"speed layer is 5 records behind on {topic}-0"):
+        completeness_sensor(topic, mode="poke", timeout=0, poke_interval=0).execute(context={})
 
     forced = run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage, HOUR, "--allow-incomplete"))
     assert "--allow-incomplete: publishing hour 2026-11-27T10:00:00Z" in forced.stderr
@@ -210,15 +238,20 @@ def test_an_hour_is_published_only_complete_and_again_with_late_data(topic, scra
     assert antenna_bytes(scratch_dsn) == hour_bytes
 
     # The stream catches up: the hour's input changed after its publication, so it is listed to
-    # be published again, and the next run serves the late events exactly.
+    # be published again; records that reach Kafka after the deadline (stamped now) hold nothing back.
     run_module("spark_jobs.streaming", *drain)
+    send_events_stamped_in_the_hour(topic, 3, first=2000, partition=1, stamp_now=True)
+    assert completeness_sensor(topic).poke(context={}) is True
     assert [hour for (hour,) in query(scratch_dsn, "SELECT date FROM batch_hours_to_republish")] == [
         datetime.fromisoformat(HOUR.replace("Z", "+00:00"))
     ]
-    run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage))
+
+    run_id = republish_with_the_scheduler(topic, scratch_dsn, storage, tmp_path)
+
+    assert run_id.startswith("republish__20261127T10__input_")
     assert antenna_bytes(scratch_dsn) == hour_bytes + late_bytes
+    assert query(scratch_dsn, "SELECT records_behind, forced FROM batch_hour_runs") == [(0, False)]
     assert query(scratch_dsn, "SELECT count(*) FROM batch_hours_to_republish") == [(0,)]
-    assert query(scratch_dsn, "SELECT drift_bytes FROM serving_speed_drift") == [(0,), (0,), (0,)]
 
 
 def test_runs_of_one_hour_take_turns_and_older_input_never_replaces_newer(scratch_dsn):
