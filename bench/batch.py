@@ -421,6 +421,7 @@ def machine() -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     hour_text = args.hour.strftime("%Y-%m-%dT%H:%M:%SZ")
     measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -284,6 +284,8 @@ def publish(args: argparse.Namespace, hour_text: str, result: HourResult, run: p
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kafka-python serves the completeness check only, whose outcome is logged in one line.
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     args = parse_args(argv)
     args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:

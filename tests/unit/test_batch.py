@@ -6,7 +6,6 @@ import argparse
 from datetime import datetime, timezone
 
 import pytest
-from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.batch import compute_hour, events_of_hour, last_committed_batch, parse_hour, users_over_quota
 
