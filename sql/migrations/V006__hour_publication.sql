@@ -76,3 +76,65 @@ WHERE hours.last_batch_id > coalesce(runs.last_streaming_batch, failures.last_st
 
 COMMENT ON VIEW batch_hours_to_republish IS
     'Published (or failed) hours with events from micro-batches their last batch run did not read.';
+
+-- The hours the batch layer answers: published, and not older than their input (SPEC.md section 7).
+-- A published hour that received late data (a speed micro-batch newer than the one its run read)
+-- is answered by the speed layer, whose windows hold the late events, until its republication
+-- commits. Each hour is one probe of speed_hour_batches' primary key.
+CREATE VIEW batch_served_hours AS
+SELECT runs.date, runs.last_streaming_batch
+FROM batch_hour_runs AS runs
+WHERE NOT EXISTS (
+    SELECT 1 FROM speed_hour_batches AS batches
+    WHERE batches.date = runs.date AND batches.batch_id > runs.last_streaming_batch
+);
+
+COMMENT ON VIEW batch_served_hours IS
+    'Hours the serving views answer from the batch layer: published from input at least as new as the speed layer''s.';
+
+CREATE OR REPLACE VIEW serving_antenna_hourly AS
+SELECT hourly.antenna_id, hourly.date, hourly.sum_antenna_bytes, 'batch'::text AS layer
+FROM bytes_agg_antenna_1h AS hourly
+JOIN batch_served_hours AS served USING (date)
+UNION ALL
+SELECT windows.antenna_id, open_hour.date, sum(windows.sum_antenna_bytes)::bigint, 'speed'::text
+FROM speed_window_hours AS open_hour
+JOIN bytes_agg_antenna AS windows
+  ON windows.date >= open_hour.date AND windows.date < open_hour.date + interval '1 hour'
+WHERE NOT EXISTS (SELECT 1 FROM batch_served_hours AS served WHERE served.date = open_hour.date)
+GROUP BY windows.antenna_id, open_hour.date;
+
+CREATE OR REPLACE VIEW serving_app_hourly AS
+SELECT hourly.app, hourly.date, hourly.sum_app_bytes, 'batch'::text AS layer
+FROM bytes_agg_app_1h AS hourly
+JOIN batch_served_hours AS served USING (date)
+UNION ALL
+SELECT windows.app, open_hour.date, sum(windows.sum_app_bytes)::bigint, 'speed'::text
+FROM speed_window_hours AS open_hour
+JOIN bytes_agg_app AS windows
+  ON windows.date >= open_hour.date AND windows.date < open_hour.date + interval '1 hour'
+WHERE NOT EXISTS (SELECT 1 FROM batch_served_hours AS served WHERE served.date = open_hour.date)
+GROUP BY windows.app, open_hour.date;
+
+CREATE OR REPLACE VIEW serving_user_hourly AS
+SELECT hourly.email, hourly.date, hourly.sum_user_bytes, 'batch'::text AS layer
+FROM bytes_agg_user_1h AS hourly
+JOIN batch_served_hours AS served USING (date)
+UNION ALL
+SELECT users.email, open_hour.date, sum(windows.sum_user_bytes)::bigint, 'speed'::text
+FROM speed_window_hours AS open_hour
+JOIN bytes_agg_user AS windows
+  ON windows.date >= open_hour.date AND windows.date < open_hour.date + interval '1 hour'
+JOIN user_metadata AS users ON users.id = windows.id
+WHERE NOT EXISTS (SELECT 1 FROM batch_served_hours AS served WHERE served.date = open_hour.date)
+GROUP BY users.email, open_hour.date;
+
+CREATE OR REPLACE VIEW serving_users_over_quota AS
+SELECT over.email, over.date, over.quota, over.sum_user_bytes, 'batch'::text AS layer
+FROM users_over_quota_1h AS over
+JOIN batch_served_hours AS served USING (date)
+UNION ALL
+SELECT live.email, live.date, users.quota, live.sum_user_bytes, 'speed'::text
+FROM serving_user_hourly AS live
+JOIN user_metadata AS users USING (email)
+WHERE live.layer = 'speed' AND live.sum_user_bytes > users.quota;
