@@ -42,8 +42,12 @@ class PartitionLag:
 
 
 def deadline(hour: datetime, lateness: timedelta = DEFAULT_LATENESS) -> datetime:
-    """When hour H's lateness allowance ends: H + 1 h + lateness."""
-    return hour + timedelta(hours=1) + lateness
+    """When hour H's lateness allowance ends: H + 1 h + lateness. HourIncomplete when that is past
+    the end of year 9999: such an hour can only be published by hand (--allow-incomplete)."""
+    try:
+        return hour + timedelta(hours=1) + lateness
+    except OverflowError:
+        raise HourIncomplete(f"the lateness allowance of hour {hour.isoformat()} ends after the year 9999") from None
 
 
 def partition_lags(topic: str, targets: Mapping[int, int], committed: Mapping[int, int]) -> list[PartitionLag]:
@@ -82,7 +86,11 @@ def kafka_offsets_at(bootstrap_servers: str, topic: str, moment: datetime) -> di
         if not partitions:
             raise KafkaUnavailable(f"topic {topic} does not exist at {bootstrap_servers}")
         wanted = [TopicPartition(topic, partition) for partition in sorted(partitions)]
-        stamped = consumer.offsets_for_times({tp: int(moment.timestamp() * 1000) for tp in wanted})
+        moment_ms = int(moment.timestamp() * 1000)
+        if moment_ms <= 0:
+            # Before 1970 Kafka held nothing (and negative times name special offsets in its API).
+            return {tp.partition: offset for tp, offset in consumer.beginning_offsets(wanted).items()}
+        stamped = consumer.offsets_for_times({tp: moment_ms for tp in wanted})
         ends = consumer.end_offsets(wanted)
         return {tp.partition: stamped[tp].offset if stamped.get(tp) is not None else ends[tp] for tp in wanted}
     except KafkaError as error:

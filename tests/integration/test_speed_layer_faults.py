@@ -136,10 +136,15 @@ def test_poison_records_among_normal_traffic_are_quarantined_and_every_year_is_s
         (YEAR_1, 1, 3), (BEFORE_1970, 1, 5), (H, summary["events"], summary["total_bytes"]), (YEAR_9999, 1, 7),
     ]
 
-    # The batch layer takes each of those hours, and the serving views answer them at once.
+    # The batch layer takes each of those hours, and the serving views answer them at once. The
+    # last hour of 9999 is in the future, so never complete: it is published by hand.
     for hour, total in edge_hours.items():
         hour_text = {YEAR_1: "0001-01-01T00:00:00Z", BEFORE_1970: "1969-12-31T23:00:00Z", YEAR_9999: "9999-12-31T23:00:00Z"}[hour]
-        run_module("spark_jobs.batch", "--hour", hour_text, "--pg-dsn", scratch_dsn, "--storage-root", str(storage), "--master", "local[2]")
+        forced = ["--allow-incomplete"] if hour == YEAR_9999 else []
+        run_module(
+            "spark_jobs.batch", "--hour", hour_text, "--pg-dsn", scratch_dsn, "--storage-root", str(storage),
+            "--master", "local[2]", "--topic", topic, *forced,
+        )
         assert query(scratch_dsn, "SELECT sum_app_bytes FROM bytes_agg_app_1h WHERE date = to_timestamp(%s)", (hour,)) == [(total,)]
     started = time.monotonic()
     served = query(scratch_dsn, "SELECT extract(epoch FROM date)::bigint, layer, sum(sum_antenna_bytes) FROM serving_antenna_hourly GROUP BY 1, 2")

@@ -34,3 +34,8 @@ def test_the_lag_is_told_worst_partition_first_with_thousands_separated():
 def test_an_hour_is_never_judged_before_its_deadline_and_kafka_is_not_asked():
     with pytest.raises(HourIncomplete, match="ends at 2026-11-27T11:10:00"):
         hour_lags("unreachable:1", "devices", {}, HOUR, now=datetime(2026, 11, 27, 11, 9, 59, tzinfo=timezone.utc))
+
+
+def test_the_last_hour_of_year_9999_is_never_complete_by_itself():
+    with pytest.raises(HourIncomplete, match="after the year 9999"):
+        deadline(datetime(9999, 12, 31, 23, tzinfo=timezone.utc))
