@@ -344,9 +344,8 @@ def publish_hour(dsn: str, hour, result, run: HourRun, gate: Callable[[Any], Non
     conn = connect(dsn)
     try:
         with conn, conn.cursor() as cur:
-            _lock_hour(cur, hour)
-            published = _published_batch(cur, hour)
-            if published is not None and published > run.last_streaming_batch:
+            published = _lock_hour_and_find_newer_run(cur, hour, run)
+            if published is not None:
                 raise HourSuperseded(
                     f"hour {hour} is published from streaming batch {published}, newer than this run's"
                     f" {run.last_streaming_batch}; left as it is"
@@ -364,12 +363,10 @@ def withdraw_hour(dsn: str, hour, run: HourRun, failed_checks: Sequence[str], de
     conn = connect(dsn)
     try:
         with conn, conn.cursor() as cur:
-            _lock_hour(cur, hour)
-            published = _published_batch(cur, hour)
-            if published is not None and published > run.last_streaming_batch:
+            if _lock_hour_and_find_newer_run(cur, hour, run) is not None:
                 return False
-            for table in (*HOURLY_TABLES, HourlyTable("batch_hour_runs", (), "")):
-                cur.execute(sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(table.name)), (hour,))
+            for name in (*(table.name for table in HOURLY_TABLES), "batch_hour_runs"):
+                cur.execute(sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(name)), (hour,))
             cur.execute(
                 "INSERT INTO batch_hour_failures (date, failed_checks, details, last_streaming_batch) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (date) DO UPDATE SET failed_checks = EXCLUDED.failed_checks, details = EXCLUDED.details, "
@@ -392,15 +389,14 @@ def speed_events_of_hour(dsn: str, hour, up_to_batch: int) -> int:
     return int(events)
 
 
-def _lock_hour(cur, hour) -> None:
+def _lock_hour_and_find_newer_run(cur, hour, run: HourRun) -> int | None:
+    """Take the hour's lock (to the end of the transaction), then return the streaming batch of the
+    published run if it read newer input than `run`, else None."""
     cur.execute(PUBLICATION_LOCK_TIMEOUT)
     cur.execute(HOUR_LOCK, (hour,))
-
-
-def _published_batch(cur, hour) -> int | None:
     cur.execute("SELECT last_streaming_batch FROM batch_hour_runs WHERE date = %s", (hour,))
     row = cur.fetchone()
-    return None if row is None else row[0]
+    return row[0] if row is not None and row[0] > run.last_streaming_batch else None
 
 
 def _write_hour(cur, hour, result, run: HourRun) -> None:

@@ -7,13 +7,13 @@ served numbers (one stream and one set of Spark runs for both)."""
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 
 from tests.integration.conftest import REPO_ROOT
+from tests.integration.test_speed_layer_faults import stop
 
 
 def dsn_uri(dsn: str) -> str:
@@ -78,12 +78,7 @@ def republish_with_the_scheduler(topic: str, dsn: str, storage, tmp_path) -> str
         airflow(env, "dags", "trigger", "batch_republish")
         wait_for(lambda: "success" in {state for _, state in republished_runs(home)}, "the republished hour", 600, log)
     finally:
-        os.killpg(standalone.pid, signal.SIGTERM)
-        try:
-            standalone.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(standalone.pid, signal.SIGKILL)
-            standalone.wait()
+        stop(standalone)
     runs = republished_runs(home)
     assert len(runs) == 1, f"one input, one republication: {runs}"
     return runs[0][0]
