@@ -15,13 +15,12 @@ Kafka is read for the offsets an hour needs: Variables `kafka_bootstrap_servers`
 `kafka_topic` (default: KAFKA_BOOTSTRAP_SERVERS and KAFKA_TOPIC when the file is parsed).
 
 **Runner**, from the environment variable `BATCH_RUNNER` when the file is parsed:
-`local` (default: spark-submit on this machine, connection `spark_local`), `dataproc` (a job on
-the cluster of Variable `dataproc_cluster`) or `serverless` (a Dataproc Serverless batch). The
-Dataproc runners read Variables `gcp_project`, `gcp_region`, `code_uri` (gs:// prefix of
+`local` (default: spark-submit on this machine, connection `spark_local`) or `dataproc` (a job on
+the cluster of Variable `dataproc_cluster`, submitted with connection `google_cloud_default`). The
+Dataproc runner reads Variables `gcp_project`, `gcp_region`, `code_uri` (gs:// prefix of
 `spark_jobs/batch.py` and `platform.zip`) and `storage_root` (gs:// root of the raw data), and
 optionally `pg_dsn_secret` (a Secret Manager version holding the DSN: the job reads it there, and
-the password stays out of the job's arguments); serverless also `dataproc_subnetwork` and
-`dataproc_serverless_image` (an image with psycopg2).
+the password stays out of the job's arguments).
 The database is connection `platform_postgres`, for the job and the checks alike; locally the
 job takes the storage root from STORAGE_ROOT.
 
@@ -60,7 +59,7 @@ THE_HOUR = "batch_hour(dag_run, data_interval_start)"
 HOUR_FLAG = "{{ %s.strftime('%%Y-%%m-%%dT%%H:%%M:%%SZ') }}" % THE_HOUR
 HOUR_START = "{{ %s.isoformat() }}" % THE_HOUR
 HOUR_ID = "{{ %s.strftime('%%Y%%m%%dT%%H') }}" % THE_HOUR
-# Labels and Serverless batch ids allow lowercase letters only.
+# Labels allow lowercase letters only.
 HOUR_ID_LOWER = "{{ %s.strftime('%%Y%%m%%dt%%H') }}" % THE_HOUR
 # Connection POSTGRES_CONN_ID as a libpq URI: the job writes to the database the checks read.
 PG_DSN = "{{ conn.platform_postgres.get_uri() }}"
@@ -98,20 +97,6 @@ DATAPROC_JOB = {
     "pyspark_job": PYSPARK_CODE,
 }
 
-SERVERLESS_BATCH_ID = f"batch-hourly-{HOUR_ID_LOWER}"
-SERVERLESS_BATCH = {
-    "pyspark_batch": PYSPARK_CODE,
-    # Runtime 3.0 runs Spark 4.0, the Spark line the jobs are tested with.
-    "runtime_config": {
-        "version": "3.0",
-        "container_image": "{{ var.value.get('dataproc_serverless_image', '') }}",
-    },
-    "environment_config": {
-        "execution_config": {"subnetwork_uri": "{{ var.value.get('dataproc_subnetwork', '') }}"},
-    },
-    "labels": JOB_LABELS,
-}
-
 with DAG(
     dag_id="batch_hourly",
     description="Recompute each closed UTC hour from raw data, then check it",
@@ -143,8 +128,6 @@ with DAG(
         task_id="run_batch",
         local_args=LOCAL_JOB_ARGS,
         dataproc_job=DATAPROC_JOB,
-        serverless_batch=SERVERLESS_BATCH,
-        serverless_batch_id=SERVERLESS_BATCH_ID,
         gcp_project="{{ var.value.gcp_project }}",
         gcp_region="{{ var.value.gcp_region }}",
         execution_timeout=timedelta(hours=1),

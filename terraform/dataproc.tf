@@ -2,6 +2,8 @@ resource "google_service_account" "dataproc" {
   account_id   = "${var.name_prefix}-dataproc"
   display_name = "Dataproc cluster and jobs"
   description  = "Runs the Dataproc nodes and the platform's Spark jobs."
+
+  depends_on = [google_project_service.required]
 }
 
 # dataproc.worker: what a node needs to run Dataproc's node daemon, write logs and use the staging bucket.
@@ -105,30 +107,39 @@ resource "google_dataproc_cluster" "platform" {
   ]
 }
 
-# The schema, applied by a job inside the VPC. Its id carries a digest of the SQL files, so a
-# new migration means a new job at the next apply; an unchanged schema submits nothing.
+# The schema, applied by a job inside the VPC before anything that reads or writes the database
+# starts. Not a google_dataproc_job resource: the provider returns as soon as a job is RUNNING,
+# so a failed migration would count as applied and the streaming job would start against an old
+# schema. `gcloud dataproc jobs submit` waits for the job to end and exits non-zero when it
+# failed, which fails the apply; the next apply runs it again (the migrations are idempotent).
+# A change of the SQL files or of the migration job (a new migration) runs it again too.
 locals {
-  schema_files  = fileset("${path.module}/../sql", "{migrations/*.sql,seed_users.sql}")
-  schema_digest = substr(sha256(join(",", [for file in sort(tolist(local.schema_files)) : filesha256("${path.module}/../sql/${file}")])), 0, 12)
+  # One plain glob per fileset: Terraform's glob has no `{a,b}` choice spanning folders.
+  schema_files = setunion(
+    fileset("${path.module}/../sql", "migrations/*.sql"),
+    fileset("${path.module}/../sql", "seed_users.sql"),
+  )
+  schema_digest = substr(sha256(join(",", concat(
+    [for file in sort(tolist(local.schema_files)) : filesha256("${path.module}/../sql/${file}")],
+    [filesha256("${path.module}/../deploy/migrate_job.py")],
+  ))), 0, 12)
+  migrate_command = join(" ", [
+    "gcloud dataproc jobs submit pyspark ${local.code_uri}/deploy/migrate_job.py",
+    "--project=${var.project_id} --region=${var.region} --cluster=${google_dataproc_cluster.platform.name}",
+    "--labels=pipeline=migrate,schema=${local.schema_digest}",
+    "--py-files=${local.code_uri}/platform.zip",
+    "-- --pg-dsn-secret ${local.postgres_dsn_secret_version}",
+  ])
 }
 
-resource "google_dataproc_job" "migrate" {
-  region       = var.region
-  force_delete = true
-  labels       = merge(local.labels, { pipeline = "migrate" })
-
-  reference {
-    job_id = "migrate-${local.schema_digest}"
+resource "terraform_data" "migrate" {
+  triggers_replace = {
+    schema_digest = local.schema_digest
+    cluster       = google_dataproc_cluster.platform.name
   }
 
-  placement {
-    cluster_name = google_dataproc_cluster.platform.name
-  }
-
-  pyspark_config {
-    main_python_file_uri = "${local.code_uri}/deploy/migrate_job.py"
-    python_file_uris     = ["${local.code_uri}/platform.zip"]
-    args                 = ["--pg-dsn-secret", local.postgres_dsn_secret_version]
+  provisioner "local-exec" {
+    command = local.migrate_command
   }
 
   lifecycle {
@@ -142,7 +153,20 @@ resource "google_dataproc_job" "migrate" {
     google_storage_bucket_object.code,
     google_secret_manager_secret_version.postgres_dsn,
     google_secret_manager_secret_iam_member.dataproc_postgres_dsn,
+    google_sql_user.platform,
   ]
+}
+
+# A new cluster (another image, machine type or network) starts with no job on it. A new suffix
+# of the streaming job's id with every replacement or update of the cluster makes Terraform
+# submit the job again there; its checkpoint in the bucket makes it resume exactly where the
+# job on the old cluster stopped.
+resource "random_id" "streaming_job" {
+  byte_length = 3
+
+  lifecycle {
+    replace_triggered_by = [google_dataproc_cluster.platform]
+  }
 }
 
 # The speed layer: one long-running job. Dataproc restarts its driver when it exits non-zero
@@ -154,7 +178,7 @@ resource "google_dataproc_job" "streaming" {
   labels       = merge(local.labels, { pipeline = "speed-layer" })
 
   reference {
-    job_id = var.streaming_job_id
+    job_id = "${var.streaming_job_id}-${random_id.streaming_job.hex}"
   }
 
   placement {
@@ -186,7 +210,7 @@ resource "google_dataproc_job" "streaming" {
   }
 
   depends_on = [
-    google_dataproc_job.migrate,
+    terraform_data.migrate,
     google_compute_instance.kafka,
   ]
 }

@@ -2,6 +2,8 @@ resource "google_service_account" "kafka" {
   account_id   = "${var.name_prefix}-kafka"
   display_name = "Kafka broker VM"
   description  = "Runs the Kafka VM: writes its logs and metrics, nothing else."
+
+  depends_on = [google_project_service.required]
 }
 
 resource "google_project_iam_member" "kafka" {

@@ -48,6 +48,9 @@ resource "google_service_networking_connection" "private_services" {
   network                 = google_compute_network.platform.id
   service                 = "servicenetworking.googleapis.com"
   reserved_peering_ranges = [google_compute_global_address.private_services.name]
+  # Removing the peering while Cloud SQL still holds an address in it fails `terraform destroy`
+  # (the producer side lets it go with the instance); ABANDON leaves it to the network's deletion.
+  deletion_policy = "ABANDON"
 }
 
 # Outbound only: the VMs fetch packages (apt, Maven Central, PyPI) without external IPs.
@@ -119,7 +122,7 @@ resource "google_compute_firewall" "ssh_from_iap" {
   network       = google_compute_network.platform.id
   direction     = "INGRESS"
   source_ranges = [local.iap_source_range]
-  target_tags   = ["kafka", "dataproc"]
+  target_tags   = ["kafka", "dataproc", local.airflow_network_tag]
 
   allow {
     protocol = "tcp"

@@ -99,29 +99,37 @@ resource "google_sql_database_instance" "platform" {
   depends_on = [google_service_networking_connection.private_services]
 }
 
+# `terraform destroy` deletes the instance, and with it its databases and users. Deleting them one
+# by one first fails: Cloud SQL refuses to drop a database or role that owns objects or has open
+# connections. ABANDON leaves them to the instance's deletion.
 resource "google_sql_database" "platform" {
-  name     = "platform"
-  instance = google_sql_database_instance.platform.name
+  name            = "platform"
+  instance        = google_sql_database_instance.platform.name
+  deletion_policy = "ABANDON"
 }
 
-# Generated here, stored in Secret Manager and in the Terraform state only: never in code, never a
-# plain output. Letters and digits only, so it needs no escaping inside a URI.
-resource "random_password" "postgres" {
+# The password exists only while Terraform runs: an ephemeral value, sent to Cloud SQL and to
+# Secret Manager through write-only arguments, so the state never holds it (Terraform >= 1.11).
+# Letters and digits only, so it needs no escaping inside a URI. Rotating it: raise
+# postgres_password_version and apply; the user and both secrets get the same new password.
+ephemeral "random_password" "postgres" {
   length  = 32
   special = false
 }
 
 resource "google_sql_user" "platform" {
-  name     = "platform"
-  instance = google_sql_database_instance.platform.name
-  password = random_password.postgres.result
+  name                = "platform"
+  instance            = google_sql_database_instance.platform.name
+  password_wo         = ephemeral.random_password.postgres.result
+  password_wo_version = var.postgres_password_version
+  deletion_policy     = "ABANDON"
 }
 
 locals {
   postgres_dsn = format(
     "postgresql://%s:%s@%s:%d/%s?sslmode=require",
     google_sql_user.platform.name,
-    random_password.postgres.result,
+    ephemeral.random_password.postgres.result,
     google_sql_database_instance.platform.private_ip_address,
     local.postgres_port,
     google_sql_database.platform.name,
@@ -141,8 +149,14 @@ resource "google_secret_manager_secret" "postgres_dsn" {
 }
 
 resource "google_secret_manager_secret_version" "postgres_dsn" {
-  secret      = google_secret_manager_secret.postgres_dsn.id
-  secret_data = local.postgres_dsn
+  secret                 = google_secret_manager_secret.postgres_dsn.id
+  secret_data_wo         = local.postgres_dsn
+  secret_data_wo_version = var.postgres_password_version
+
+  # A replaced user (a new instance) got this run's password: the DSN must follow it.
+  lifecycle {
+    replace_triggered_by = [google_sql_user.platform]
+  }
 }
 
 # The same DSN under the name Airflow's Secret Manager backend looks up for the connection
@@ -159,6 +173,11 @@ resource "google_secret_manager_secret" "airflow_postgres_connection" {
 }
 
 resource "google_secret_manager_secret_version" "airflow_postgres_connection" {
-  secret      = google_secret_manager_secret.airflow_postgres_connection.id
-  secret_data = local.postgres_dsn
+  secret                 = google_secret_manager_secret.airflow_postgres_connection.id
+  secret_data_wo         = local.postgres_dsn
+  secret_data_wo_version = var.postgres_password_version
+
+  lifecycle {
+    replace_triggered_by = [google_sql_user.platform]
+  }
 }

@@ -176,13 +176,14 @@ variable "kafka_retention_hours" {
 }
 
 variable "dataproc_image_version" {
-  description = "Dataproc image; its Spark line must match the pyspark pin of pyproject.toml (3.0 = Spark 4.0)."
+  description = "Dataproc image; its Spark must be the pyspark pin of pyproject.toml (3.0 GA = Spark 4.1.2, Java 21, Python 3.12)."
   type        = string
-  default     = "3.0-debian12"
+  default     = "3.0-debian13"
 
   validation {
-    condition     = can(regex("^3\\.0(\\.[0-9]+)?-debian12$", var.dataproc_image_version))
-    error_message = "dataproc_image_version must be on the 3.0 line (Spark 4.0, the Spark the jobs are tested with), e.g. 3.0-debian12."
+    # 3.0-debian12 was the preview build of 3.0 (Spark 4.0.0), not the Spark the jobs are tested with.
+    condition     = can(regex("^3\\.0(\\.[0-9]+)?-(debian13|ubuntu24|rocky9)$", var.dataproc_image_version))
+    error_message = "dataproc_image_version must be a GA build of image 3.0 (Spark 4.1, the Spark the jobs are tested with), e.g. 3.0-debian13."
   }
 }
 
@@ -210,13 +211,13 @@ variable "dataproc_worker_count" {
 }
 
 variable "streaming_job_id" {
-  description = "Id of the long-running streaming job; change it to start a new job (same checkpoint)."
+  description = "Prefix of the long-running streaming job's id (a suffix changes with the cluster); change it to start a new job (same checkpoint)."
   type        = string
   default     = "speed-layer-1"
 
   validation {
-    condition     = can(regex("^[a-zA-Z0-9_-]{1,100}$", var.streaming_job_id))
-    error_message = "streaming_job_id may hold letters, digits, underscores and hyphens, up to 100."
+    condition     = can(regex("^[a-zA-Z0-9_-]{1,90}$", var.streaming_job_id))
+    error_message = "streaming_job_id may hold letters, digits, underscores and hyphens, up to 90 (the job id adds 7)."
   }
 }
 
@@ -257,4 +258,16 @@ variable "labels" {
   description = "Labels added to every resource that takes labels."
   type        = map(string)
   default     = {}
+}
+
+variable "postgres_password_version" {
+  description = "Raise to rotate the database password: the user and the DSN secrets get a new one at the next apply."
+  type        = number
+  default     = 1
+}
+
+variable "airflow_machine_type" {
+  description = "Machine type of the VM that runs Airflow (docker-compose.airflow.yml); created with `terraform output -raw airflow_vm_create_command`."
+  type        = string
+  default     = "e2-standard-2"
 }

@@ -1,5 +1,6 @@
 terraform {
-  required_version = ">= 1.5.0"
+  # 1.11: ephemeral resources and write-only arguments keep the database password out of the state.
+  required_version = ">= 1.11.0"
 
   required_providers {
     google = {

@@ -1,10 +1,10 @@
-"""How the Dataproc runners submit the batch job of an hour: once, whatever the tries.
+"""How the Dataproc runner submits the batch job of an hour: once, whatever the tries.
 
 Each submission of an hour has the id `<base id>-N`, N = 1, 2, ..., the base derived from the hour
 alone. A try first looks at the submissions already made for the hour and waits for one still
 running instead of submitting again; it submits under the next free id only when every earlier
 one has finished, because a failed job must be retried and a finished one re-run when the hour is
-cleared or backfilled. Dataproc refuses a second job or batch with an existing id, so two tries
+cleared or backfilled. Dataproc refuses a second job with an existing id, so two tries
 racing for the same id can never both submit.
 """
 
@@ -14,14 +14,13 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from airflow.providers.google.cloud.hooks.dataproc import DataprocHook
-from airflow.providers.google.cloud.operators.dataproc import DataprocCreateBatchOperator, DataprocSubmitJobOperator
+from airflow.providers.google.cloud.operators.dataproc import DataprocSubmitJobOperator
 from airflow.sdk.exceptions import AirflowException
 from google.api_core.exceptions import NotFound
 
-# Terminal states from google.cloud.dataproc_v1 (JobStatus.State, Batch.State); any other state
-# means the submission may still produce the hour.
+# Terminal states of google.cloud.dataproc_v1.JobStatus.State; any other state means the
+# submission may still produce the hour.
 JOB_FINISHED_STATES = frozenset({"DONE", "ERROR", "CANCELLED"})
-BATCH_FINISHED_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 # More submissions than this for one hour is a loop, not bad luck.
 MAX_SUBMISSIONS_PER_HOUR = 20
 
@@ -89,26 +88,3 @@ class DataprocSubmitHourJobOperator(DataprocSubmitJobOperator):
             return None
         return job.status.state.name
 
-
-class DataprocCreateHourBatchOperator(DataprocCreateBatchOperator):
-    """Creates `batch` once per hour: `batch_id` is the base of the ids (module doc).
-
-    For a batch still running the parent operator does the waiting: creating it again raises
-    AlreadyExists, on which it attaches to the existing batch.
-    """
-
-    def execute(self, context):
-        submission = choose_submission(self.batch_id, self._batch_state, BATCH_FINISHED_STATES)
-        if submission.already_running:
-            self.log.info(
-                "Dataproc batch %s of this hour is %s: attaching to it", submission.id, submission.running_state
-            )
-        self.batch_id = submission.id
-        return super().execute(context)
-
-    def _batch_state(self, batch_id: str) -> str | None:
-        try:
-            batch = self.hook.get_batch(batch_id=batch_id, project_id=self.project_id, region=self.region)
-        except NotFound:
-            return None
-        return batch.state.name

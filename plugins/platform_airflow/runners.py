@@ -1,4 +1,4 @@
-"""Where the batch job of one hour runs: local Spark, a Dataproc cluster, or Dataproc Serverless.
+"""Where the batch job of one hour runs: local Spark or the platform's Dataproc cluster.
 
 The runner is read from the environment variable BATCH_RUNNER when the DAG file is parsed,
 because it decides the operator class and so the shape of the DAG (a template could only choose
@@ -6,14 +6,17 @@ at run time, between tasks that all exist):
 
     local       spark-submit of spark_jobs/batch.py on this machine (connection `spark_local`)
     dataproc    a PySpark job on the cluster of Variable `dataproc_cluster`
-    serverless  a Dataproc Serverless batch
 
-Dataproc runners read the code from Variable `code_uri` (a gs:// prefix holding
+There is no Dataproc Serverless runner: its runtime 3.0 runs Spark 4.0.1, not the Spark 4.1 of
+the cluster image and of the tests, and the cluster that runs the streaming job has room for
+the hourly batch at no extra cost. Add one when a Serverless runtime runs the tested Spark line.
+
+The Dataproc runner reads the code from Variable `code_uri` (a gs:// prefix holding
 `spark_jobs/batch.py` and `platform.zip`, a zip of the packages `common/` and `spark_jobs/`).
 No connector jar is needed: the batch job reads Parquet through the GCS connector that Dataproc
 images ship and writes PostgreSQL with psycopg2, which the cluster installs at creation
 (`dataproc:pip.packages`); the Kafka connector is the streaming job's only. How the Dataproc
-runners submit an hour once is in `platform_airflow.dataproc`.
+runner submits an hour once is in `platform_airflow.dataproc`.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from platform_airflow import REPO_ROOT
 
 RUNNER_VARIABLE = "BATCH_RUNNER"
-LOCAL, DATAPROC, SERVERLESS = "local", "dataproc", "serverless"
-RUNNERS = (LOCAL, DATAPROC, SERVERLESS)
+LOCAL, DATAPROC = "local", "dataproc"
+RUNNERS = (LOCAL, DATAPROC)
 
 LOCAL_SPARK_CONN_ID = "spark_local"
 LOCAL_BATCH_APPLICATION = REPO_ROOT / "spark_jobs" / "batch.py"
@@ -51,8 +54,6 @@ def build_batch_task(
     task_id: str,
     local_args: Sequence[str],
     dataproc_job: dict[str, Any],
-    serverless_batch: dict[str, Any],
-    serverless_batch_id: str,
     gcp_project: str,
     gcp_region: str,
     **operator_kwargs: Any,
@@ -61,20 +62,11 @@ def build_batch_task(
     if runner == LOCAL:
         return local_spark_submit(task_id=task_id, application_args=local_args, **operator_kwargs)
     # Imported only when used: the Google provider adds seconds to every parse of the DAG file.
-    from platform_airflow.dataproc import DataprocCreateHourBatchOperator, DataprocSubmitHourJobOperator
+    from platform_airflow.dataproc import DataprocSubmitHourJobOperator
 
     if runner == DATAPROC:
         return DataprocSubmitHourJobOperator(
             task_id=task_id, job=dataproc_job, project_id=gcp_project, region=gcp_region, **operator_kwargs
-        )
-    if runner == SERVERLESS:
-        return DataprocCreateHourBatchOperator(
-            task_id=task_id,
-            batch=serverless_batch,
-            batch_id=serverless_batch_id,
-            project_id=gcp_project,
-            region=gcp_region,
-            **operator_kwargs,
         )
     raise ValueError(f"unknown runner {runner!r}; expected one of {', '.join(RUNNERS)}")
 

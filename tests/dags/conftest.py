@@ -25,7 +25,6 @@ CLOUD_CONFIG = {
     "AIRFLOW_VAR_CODE_URI": CODE_URI,
     "AIRFLOW_VAR_STORAGE_ROOT": STORAGE_ROOT,
     "AIRFLOW_VAR_DATAPROC_SUBNETWORK": "projects/usage-platform/regions/europe-west1/subnetworks/dataproc",
-    "AIRFLOW_VAR_DATAPROC_SERVERLESS_IMAGE": "europe-west1-docker.pkg.dev/usage-platform/spark/batch:1",
     "AIRFLOW_CONN_PLATFORM_POSTGRES": CLOUD_SQL_URI,
     "AIRFLOW_VAR_KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP_SERVERS,
     "AIRFLOW_VAR_KAFKA_TOPIC": "devices",
@@ -33,13 +32,13 @@ CLOUD_CONFIG = {
 
 
 def dataproc_run_batch_tasks(config: dict[str, str]) -> dict:
-    """{runner: the unrendered run_batch task} for the two Dataproc runners, batch_hourly parsed
+    """{runner: the unrendered run_batch task} for the Dataproc runner, batch_hourly parsed
     with `config` (AIRFLOW_VAR_* / AIRFLOW_CONN_* variables) in the environment."""
     tasks = {}
     with pytest.MonkeyPatch.context() as env:
         for name, value in config.items():
             env.setenv(name, value)
-        for runner in ("dataproc", "serverless"):
+        for runner in ("dataproc",):
             env.setenv("BATCH_RUNNER", runner)
             tasks[runner] = DagBag(dag_folder=REPO_ROOT / "dags").dags["batch_hourly"].get_task("run_batch")
     return tasks

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
-from airflow.providers.google.cloud.operators.dataproc import DataprocCreateBatchOperator, DataprocSubmitJobOperator
+from airflow.providers.google.cloud.operators.dataproc import DataprocSubmitJobOperator
 from airflow.sdk import CronDataIntervalTimetable
 
 from platform_airflow.quality import SpeedDriftOperator
@@ -23,7 +23,6 @@ BATCH_CHAIN = ("wait_for_complete_hour", "run_batch", "measure_speed_drift")
 BATCH_OPERATOR_OF_RUNNER = {
     "local": SparkSubmitOperator,
     "dataproc": DataprocSubmitJobOperator,
-    "serverless": DataprocCreateBatchOperator,
 }
 HOURLY_UTC = CronDataIntervalTimetable("0 * * * *", timezone="UTC")
 
@@ -108,8 +107,7 @@ def test_batch_hourly_gates_the_hour_in_the_job_and_measures_it_on_the_serving_d
     drift = batch_hourly.get_task("measure_speed_drift")
     assert isinstance(drift, SpeedDriftOperator) and drift.conn_id == "platform_postgres"
     # The job checks completeness itself too, against the same Kafka and lateness as the sensor.
-    args = getattr(job, "application_args", None) or (getattr(job, "job", None) or job.batch)
-    args = args if isinstance(args, list) else (args.get("pyspark_job") or args["pyspark_batch"])["args"]
+    args = getattr(job, "application_args", None) or job.job["pyspark_job"]["args"]
     assert {"--bootstrap-servers", "--topic", "--lateness-minutes"} <= set(args)
     assert {check.name for check in load_checks()} >= {
         "raw_rows_are_distinct_offsets", "raw_rows_equal_speed_events", "bytes_equal_speed_bytes", "input_complete",

@@ -3,10 +3,9 @@ offline by the Dataproc client's own message types, which reject unknown fields.
 
 from __future__ import annotations
 
-import pytest
 from google.cloud import dataproc_v1
 
-from tests.dags.conftest import CLOUD_CONFIG, CLOUD_SQL_URI, CODE_URI, HOUR_START, KAFKA_BOOTSTRAP_SERVERS, STORAGE_ROOT, rendered
+from tests.dags.conftest import CLOUD_SQL_URI, CODE_URI, HOUR_START, KAFKA_BOOTSTRAP_SERVERS, STORAGE_ROOT, rendered
 
 
 def test_the_dataproc_job_is_a_valid_job_request(run_batch_tasks, cloud_config):
@@ -36,40 +35,14 @@ def test_with_a_dsn_secret_the_job_carries_no_password(run_batch_tasks, cloud_co
     assert not any("s3cret-pw" in arg for arg in args)
 
 
-def test_the_serverless_batch_is_a_valid_batch_request(run_batch_tasks, cloud_config):
-    task = rendered(run_batch_tasks["serverless"])
-    batch = dataproc_v1.Batch(task.batch)
+def test_submission_ids_come_from_the_hour_and_not_the_try(run_batch_tasks, cloud_config):
+    def id_of(task):
+        return task.job["reference"]["job_id"]
 
-    assert task.batch_id == "batch-hourly-20261127t10"
-    # Batch ids allow 4-63 lowercase letters, digits and hyphens, with the operator's "-N" suffix.
-    assert task.batch_id.islower() and len(task.batch_id) + len("-20") <= 63
-    assert batch.pyspark_batch.main_python_file_uri == f"{CODE_URI}/spark_jobs/batch.py"
-    assert list(batch.pyspark_batch.python_file_uris) == [f"{CODE_URI}/platform.zip"]
-    assert "--hour" in batch.pyspark_batch.args and "2026-11-27T10:00:00Z" in batch.pyspark_batch.args
-    assert batch.runtime_config.version == "3.0"
-    assert batch.runtime_config.container_image == CLOUD_CONFIG["AIRFLOW_VAR_DATAPROC_SERVERLESS_IMAGE"]
-    assert batch.environment_config.execution_config.subnetwork_uri.endswith("/subnetworks/dataproc")
-
-
-@pytest.mark.parametrize("runner, id_of", [
-    ("dataproc", lambda task: task.job["reference"]["job_id"]),
-    ("serverless", lambda task: task.batch_id),
-])
-def test_submission_ids_come_from_the_hour_and_not_the_try(run_batch_tasks, cloud_config, runner, id_of):
-    first_try = rendered(run_batch_tasks[runner], try_number=1)
-    third_try = rendered(run_batch_tasks[runner], try_number=3)
-    next_hour = rendered(run_batch_tasks[runner], hour_start=HOUR_START.add(hours=1))
+    first_try = rendered(run_batch_tasks["dataproc"], try_number=1)
+    third_try = rendered(run_batch_tasks["dataproc"], try_number=3)
+    next_hour = rendered(run_batch_tasks["dataproc"], hour_start=HOUR_START.add(hours=1))
 
     assert id_of(first_try) == id_of(third_try)
     assert id_of(next_hour) != id_of(first_try)
     assert id_of(next_hour).lower().endswith("20261127t11")
-
-
-def test_without_optional_serverless_settings_the_batch_falls_back_to_defaults(run_batch_tasks, cloud_config, monkeypatch):
-    monkeypatch.delenv("AIRFLOW_VAR_DATAPROC_SUBNETWORK")
-    monkeypatch.delenv("AIRFLOW_VAR_DATAPROC_SERVERLESS_IMAGE")
-    batch = dataproc_v1.Batch(rendered(run_batch_tasks["serverless"]).batch)
-
-    # Empty strings are proto3's "unset": the default network and runtime image.
-    assert batch.runtime_config.container_image == ""
-    assert batch.environment_config.execution_config.subnetwork_uri == ""

@@ -1,5 +1,5 @@
-"""How the Dataproc runners submit an hour: once, whatever the tries. The Dataproc API is replaced
-by an in-memory stand-in that keeps jobs and batches by id and, like the API, refuses an id
+"""How the Dataproc runner submits an hour: once, whatever the tries. The Dataproc API is replaced
+by an in-memory stand-in that keeps jobs by id and, like the API, refuses an id
 that exists; everything else is the real operators of batch_hourly."""
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ from platform_airflow.dataproc import JOB_FINISHED_STATES, choose_submission
 from tests.dags.conftest import rendered
 
 JOB = "batch-hourly-20261127T10"
-BATCH = "batch-hourly-20261127t10"
 
 
 class FakeDataprocApi:
-    """Jobs and batches by id with their state names; submissions validated as the client would."""
+    """Jobs by id with their state names; submissions validated as the client would."""
 
     project_id = None
 
-    def __init__(self, jobs: dict[str, str] | None = None, batches: dict[str, str] | None = None):
+    def __init__(self, jobs: dict[str, str] | None = None):
         self.jobs = dict(jobs or {})
-        self.batches = dict(batches or {})
         self.submitted: list[str] = []
         self.waited_for: list[str] = []
 
@@ -48,24 +46,6 @@ class FakeDataprocApi:
         self.waited_for.append(job_id)
         self.jobs[job_id] = "DONE"
 
-    def get_batch(self, batch_id, region, project_id, **_):
-        if batch_id not in self.batches:
-            raise NotFound(f"batch {batch_id}")
-        return dataproc_v1.Batch(state=self.batches[batch_id])
-
-    def create_batch(self, region, project_id, batch, batch_id, request_id=None, **_):
-        dataproc_v1.Batch(batch)
-        if batch_id in self.batches:
-            raise AlreadyExists(f"batch {batch_id}")
-        self.batches[batch_id] = "PENDING"
-        self.submitted.append(batch_id)
-        name = f"projects/{project_id}/locations/{region}/batches/{batch_id}"
-        return SimpleNamespace(metadata=SimpleNamespace(batch=name))
-
-    def wait_for_batch(self, batch_id, region, project_id, **_):
-        self.waited_for.append(batch_id)
-        self.batches[batch_id] = "SUCCEEDED"
-        return dataproc_v1.Batch(state="SUCCEEDED")
 
 
 @pytest.fixture
@@ -111,17 +91,6 @@ def test_the_latest_running_submission_is_found_past_finished_ones(run_in_gcp):
     api = FakeDataprocApi(jobs={f"{JOB}-1": "DONE", f"{JOB}-2": "ERROR", f"{JOB}-3": "SETUP_DONE"})
     run_in_gcp("dataproc", api)
     assert (api.submitted, api.waited_for) == ([], [f"{JOB}-3"])
-
-
-def test_a_serverless_hour_is_created_once_and_attached_to_while_running(run_in_gcp):
-    fresh = FakeDataprocApi()
-    running = FakeDataprocApi(batches={f"{BATCH}-1": "RUNNING"})
-    failed = FakeDataprocApi(batches={f"{BATCH}-1": "FAILED"})
-    for api in (fresh, running, failed):
-        run_in_gcp("serverless", api)
-    assert fresh.submitted == [f"{BATCH}-1"]
-    assert (running.submitted, running.waited_for) == ([], [f"{BATCH}-1"])
-    assert failed.submitted == [f"{BATCH}-2"]
 
 
 def test_endless_failures_of_an_hour_stop_with_a_clear_error():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hcl2
 import pytest
 
-from tests.infra.terraform import TERRAFORM_DIR, Evaluator, Terraform, clean
+from tests.infra.terraform import TERRAFORM_DIR, Evaluator, Terraform, clean, hcl_variables
 
 PROJECT = "usage-demo"
 BUCKET = f"{PROJECT}-usage-platform"
@@ -18,6 +18,7 @@ CLOUD_ATTRIBUTES = {
     "google_compute_instance.kafka.network_interface[0].network_ip": KAFKA_IP,
     "google_dataproc_cluster.platform.name": "usage-cluster",
     "google_compute_subnetwork.dataproc.id": f"projects/{PROJECT}/regions/europe-west1/subnetworks/usage-dataproc",
+    "random_id.streaming_job.hex": "a1b2c3",
 }
 
 
@@ -37,3 +38,9 @@ def evaluator_for(terraform: Terraform, example_tfvars: dict, connector_jars: li
     variables["project_id"] = PROJECT
     attributes = {**CLOUD_ATTRIBUTES, "local.connector_jars": connector_jars}
     return Evaluator(terraform, variables, attributes)
+
+
+@pytest.fixture(scope="session")
+def sample_values(terraform, example_tfvars) -> dict[str, str]:
+    """HCL literals of every variable for `terraform console`: the example tfvars, else the default."""
+    return hcl_variables(terraform, example_tfvars, {"project_id": PROJECT})

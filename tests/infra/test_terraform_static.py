@@ -13,10 +13,9 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from tests.infra.conftest import BUCKET
-from tests.infra.terraform import TERRAFORM_DIR, Evaluator, all_strings, block, interpolations
+from tests.infra.terraform import REFERENCE, TERRAFORM_DIR, Evaluator, all_strings, block, interpolations
 
 EXPECTED_FILES = {"network.tf", "storage.tf", "sql.tf", "kafka.tf", "dataproc.tf", "variables.tf", "outputs.tf"}
-REFERENCE = re.compile(r"\b((?:google|random)_[a-z0-9_]+)\.([a-z0-9_]+)\b")
 VARIABLE = re.compile(r"\bvar\.([a-z0-9_]+)")
 LOCAL = re.compile(r"\blocal\.([a-z0-9_]+)")
 OPEN_TO_WORLD = {"0.0.0.0/0", "::/0"}
@@ -52,7 +51,7 @@ def test_every_variable_is_typed_described_and_used(terraform):
 
 
 def test_every_reference_resolves_to_a_declaration(terraform):
-    declared_resources = set(terraform.resources())
+    declared_resources = set(terraform.resources()) | set(terraform.ephemerals())
     for expr in expressions(terraform):
         for name in VARIABLE.findall(expr):
             assert name in terraform.variables, f"var.{name} is not declared (in ${{{expr}}})"
@@ -87,12 +86,16 @@ def test_no_firewall_rule_admits_the_whole_internet(terraform):
         assert "source_ranges" in rule or "source_tags" in rule, f"firewall {name} has no source: it would admit any"
 
 
-def test_kafka_port_is_open_to_the_dataproc_subnet_only(terraform):
+def test_kafka_port_is_open_to_the_dataproc_subnet_and_the_airflow_vm_only(terraform):
     evaluate = Evaluator(terraform, {}).value
+    sources = set()
     for (_, name), rule in terraform.resources("google_compute_firewall").items():
         ports = {port for allow in rule["allow"] for port in evaluate(allow.get("ports", []))}
         if "9092" in ports or not ports and "kafka" in evaluate(rule["target_tags"]):
-            assert rule["source_ranges"] == ["${var.dataproc_subnet_cidr}"], f"{name} opens Kafka too widely"
+            source = (tuple(rule.get("source_ranges", [])), tuple(evaluate(rule.get("source_tags", []))))
+            assert source in {(("${var.dataproc_subnet_cidr}",), ()), ((), ("airflow",))}, f"{name} opens Kafka too widely"
+            sources.add(source)
+    assert len(sources) == 2, "Kafka must be open to the Dataproc nodes and the Airflow VM (completeness sensor)"
     kafka = terraform.resource("google_compute_firewall", "kafka_from_dataproc")
     assert [allow["ports"] for allow in kafka["allow"]] == [["${tostring(local.kafka_port)}"]]
 
@@ -126,7 +129,7 @@ def test_dataproc_and_kafka_run_on_dedicated_service_accounts(terraform):
 
 
 def test_no_literal_password_anywhere():
-    literal = re.compile(r'(password|secret_data)\s*=\s*"(?!\$\{)[^"]*"', re.I)
+    literal = re.compile(r'(password|secret_data)(_wo)?\s*=\s*"(?!\$\{)[^"]*"', re.I)
     dsn_with_password = re.compile(r"postgres(ql)?://[^:/@\s]+:[^@$%\s]+@")
     for name, text in tf_sources().items():
         assert not literal.search(text), f"{name} sets a password or secret to a literal"
@@ -135,10 +138,10 @@ def test_no_literal_password_anywhere():
 
 def test_the_database_password_is_generated_and_kept_in_secret_manager(terraform):
     user = terraform.resource("google_sql_user", "platform")
-    assert user["password"] == "${random_password.postgres.result}"
+    assert user["password_wo"] == "${ephemeral.random_password.postgres.result}"
     versions = terraform.resources("google_secret_manager_secret_version")
-    assert any(body["secret_data"] == "${local.postgres_dsn}" for body in versions.values())
-    assert "random_password.postgres.result" in terraform.locals["postgres_dsn"]
+    assert all(body["secret_data_wo"] == "${local.postgres_dsn}" for body in versions.values())
+    assert "ephemeral.random_password.postgres.result" in terraform.locals["postgres_dsn"]
 
 
 def test_no_output_exposes_the_password(terraform):
@@ -199,9 +202,16 @@ def test_the_dataproc_image_runs_the_spark_line_of_the_local_pin(terraform):
     pyspark_pin = next(dep for dep in pyproject["project"]["dependencies"] if dep.startswith("pyspark"))
     spark_line = re.search(r"==(\d+\.\d+)", pyspark_pin).group(1)
     image = terraform.variables["dataproc_image_version"]["default"].strip('"')
-    # Dataproc image line -> Spark line, from Dataproc's version list.
-    spark_of_image = {"2.2": "3.5", "2.3": "3.5", "3.0": "4.0"}
-    assert spark_of_image[image.split("-")[0]] == spark_line, f"image {image} does not run Spark {spark_line}"
+    # Generally available Dataproc images -> their Spark, from Dataproc's release notes: image 3.0
+    # reached GA in July 2026 as 3.0-debian13 (also ubuntu24, rocky9) with Spark 4.1.2 and Java 21;
+    # 3.0-debian12 was its preview (Spark 4.0.0) and is not listed.
+    spark_of_image = {
+        "2.2-debian12": "3.5", "2.3-debian12": "3.5",
+        "3.0-debian13": "4.1", "3.0-ubuntu24": "4.1", "3.0-rocky9": "4.1",
+    }  # fmt: skip
+    line = re.sub(r"^(\d+\.\d+)\.\d+", r"\1", image)
+    assert line in spark_of_image, f"image {image} is not a generally available Dataproc image"
+    assert spark_of_image[line] == spark_line, f"image {image} does not run Spark {spark_line}"
 
 
 def test_dataproc_installs_the_locked_python_packages(terraform):
