@@ -10,10 +10,13 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 PYTEST_ARGS ?=
 CHECKOV    := $(TOOLS)/checkov/bin/checkov
+# Go tools the tests build from the Go module proxy: Compose's own loader, the GCS emulator.
+GO_BIN     := $(abspath $(TOOLS))/go/bin
+COMPOSEENV := $(GO_BIN)/composeenv
 SUPERSET_VENV := $(STATE)/superset-venv
 SUPERSET_PORT ?= 8088
 
-.PHONY: help venv up down status demo test bench clean checkov shellcheck package superset-venv superset chromium test-e2e
+.PHONY: help venv up down status demo test bench clean checkov shellcheck go-tools package superset-venv superset chromium test-e2e
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -40,7 +43,7 @@ status: venv ## show what runs and where
 demo: up ## simulate traffic, run the pipeline, print what it computed
 	$(PY) -m services.demo
 
-test: up checkov shellcheck ## run the whole test suite against real Kafka, Spark and PostgreSQL
+test: up checkov shellcheck go-tools ## run the whole test suite against real Kafka, Spark and PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Checkov's own pins conflict with Airflow's, so it gets a virtualenv of its own, from hashes.
@@ -51,6 +54,12 @@ $(CHECKOV): terraform/checkov-requirements.txt | $(UV)
 	@touch $@
 
 checkov: $(CHECKOV) ## install Checkov (Terraform checks) in its own virtualenv
+
+# Resolves docker-compose.airflow.yml's environment as `docker compose config` does (no Docker here).
+$(COMPOSEENV): tests/infra/composeenv/main.go tests/infra/composeenv/go.mod tests/infra/composeenv/go.sum
+	cd tests/infra/composeenv && GOFLAGS=-mod=readonly go build -o $(COMPOSEENV) .
+
+go-tools: $(COMPOSEENV) ## build the Go tools of the tests (Compose's loader, the GCS emulator)
 
 shellcheck: ## install Debian's shellcheck when missing (checks the Kafka VM's startup script)
 	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq shellcheck; } \

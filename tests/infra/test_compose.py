@@ -1,24 +1,31 @@
 """docker-compose.airflow.yml: valid Compose, the services of Airflow 3 and its metadata
-database, this repository's dags/ and plugins/ mounted, pinned images, and the Airflow image
-built with the versions pyproject.toml pins. `docker compose config` runs too where it exists."""
+database, this repository's dags/ and plugins/ mounted, pinned images, the Airflow image built
+with the versions pyproject.toml pins, and the environment each service gets, resolved by
+Compose's own loader (compose-go, built by `make go-tools` as `composeenv`) with the env file
+Terraform writes. `docker compose config` runs too where it exists."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import REPO_ROOT
+from tests.infra.terraform import console_value, inline, terraform_binary
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.airflow.yml"
 DOCKERFILE = REPO_ROOT / "docker" / "airflow" / "Dockerfile"
 AIRFLOW_SERVICES = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
 METADATA_SERVICE = "airflow-metadata"
 PINNED_IMAGE = re.compile(r"^[\w./-]+:\d+(\.\d+)+[\w.-]*$")
+COMPOSEENV = REPO_ROOT / ".state" / "tools" / "go" / "bin" / "composeenv"
+INSTALL_SECRETS = {"AIRFLOW_JWT_SECRET": "jwt-of-this-install", "AIRFLOW_METADATA_PASSWORD": "metadata-of-this-install"}
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +68,23 @@ def test_the_project_dags_plugins_and_sql_are_mounted(compose):
         assert (REPO_ROOT / "dags").is_dir() and (REPO_ROOT / "plugins" / "platform_airflow").is_dir()
 
 
-def test_the_configuration_comes_from_an_optional_env_file_with_local_defaults(compose):
+def test_the_configuration_comes_from_local_defaults_then_an_optional_env_file(compose):
     for name in AIRFLOW_SERVICES:
         service = compose["services"][name]
-        (env_file,) = service["env_file"]
-        assert env_file["path"] == "${AIRFLOW_ENV_FILE:-.env.airflow}" and env_file["required"] is False
-        assert service["environment"]["BATCH_RUNNER"] == "${BATCH_RUNNER:-local}"
-        assert "host.docker.internal:5432/platform" in service["environment"]["AIRFLOW_CONN_PLATFORM_POSTGRES"]
+        defaults, deployment = service["env_file"]
+        assert defaults == {"path": "docker/airflow/local.env"} and (REPO_ROOT / defaults["path"]).is_file()
+        assert deployment["path"] == "${AIRFLOW_ENV_FILE:-.env.airflow}" and deployment["required"] is False
+
+
+def test_no_secret_of_the_compose_file_has_a_fixed_value(compose):
+    """A default secret is a secret every install shares: each must come from the installer."""
+    secret_name = re.compile(r"SECRET|PASSWORD|FERNET|_KEY$")
+    for name, service in compose["services"].items():
+        for variable, value in service.get("environment", {}).items():
+            if secret_name.search(variable):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", str(value)), f"{name}: {variable} has a fixed value"
+            for password in re.findall(r"://\w+:([^@]+)@", str(value)):
+                assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", password), f"{name}: {variable} holds a fixed password"
 
 
 def test_images_are_pinned_and_airflow_is_the_locked_version(compose):
@@ -91,3 +108,55 @@ def test_docker_compose_accepts_the_file():
         ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"], cwd=REPO_ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def resolved_environment(**interpolation: str) -> subprocess.CompletedProcess:
+    """Every service's environment as Compose resolves it, with only `interpolation` as the shell's."""
+    if not COMPOSEENV.exists():
+        pytest.fail(f"{COMPOSEENV} is missing: run `make go-tools` (make test does)")
+    args = [str(COMPOSEENV), "-f", str(COMPOSE_FILE)]
+    for name, value in interpolation.items():
+        args += ["--env", f"{name}={value}"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+
+def environments(**interpolation: str) -> dict[str, dict[str, str]]:
+    result = resolved_environment(**interpolation)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def terraform_env_file(terraform, sample_values, tmp_path_factory) -> Path:
+    """The env file of `terraform output -raw airflow_env`, evaluated by Terraform."""
+    if terraform_binary() is None:
+        pytest.skip("terraform is not on PATH")
+    value = terraform.outputs["airflow_env"]["value"]
+    path = tmp_path_factory.mktemp("gcp") / ".env.airflow"
+    path.write_text(console_value(inline(terraform, value[2:-1] if value.startswith("${") else value, sample_values)))
+    return path
+
+
+def test_without_an_env_file_airflow_targets_the_local_services():
+    for name, environment in environments(**INSTALL_SECRETS, AIRFLOW_ENV_FILE="/nonexistent/.env").items():
+        if name in AIRFLOW_SERVICES:
+            assert environment["BATCH_RUNNER"] == "local", name
+            assert "host.docker.internal:5432/platform" in environment["AIRFLOW_CONN_PLATFORM_POSTGRES"]
+
+
+def test_the_env_file_terraform_writes_yields_the_dataproc_runner_and_its_connections(terraform_env_file):
+    """Compose gives `environment:` precedence over env files: nothing there may shadow them."""
+    resolved = environments(**INSTALL_SECRETS, AIRFLOW_ENV_FILE=str(terraform_env_file))
+    written = dict(line.split("=", 1) for line in terraform_env_file.read_text().splitlines() if line)
+    assert written["BATCH_RUNNER"] == "dataproc"
+    for name in AIRFLOW_SERVICES:
+        for variable, value in written.items():
+            assert resolved[name].get(variable) == value, f"{name}: {variable} is not the env file's"
+        assert "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT" in resolved[name]
+        assert resolved[name]["AIRFLOW__API_AUTH__JWT_SECRET"] == INSTALL_SECRETS["AIRFLOW_JWT_SECRET"]
+
+
+def test_compose_refuses_to_start_without_the_install_secrets():
+    result = resolved_environment(AIRFLOW_ENV_FILE="/nonexistent/.env")
+    assert result.returncode != 0
+    assert "AIRFLOW_JWT_SECRET" in result.stderr or "AIRFLOW_METADATA_PASSWORD" in result.stderr
