@@ -13,6 +13,8 @@ CHECKOV    := $(TOOLS)/checkov/bin/checkov
 # Go tools the tests build from the Go module proxy: Compose's own loader, the GCS emulator.
 GO_BIN     := $(abspath $(TOOLS))/go/bin
 COMPOSEENV := $(GO_BIN)/composeenv
+FAKE_GCS_SERVER_VERSION := v1.56.1
+FAKE_GCS_SERVER := $(GO_BIN)/fake-gcs-server-$(FAKE_GCS_SERVER_VERSION)
 SUPERSET_VENV := $(STATE)/superset-venv
 SUPERSET_PORT ?= 8088
 
@@ -59,7 +61,13 @@ checkov: $(CHECKOV) ## install Checkov (Terraform checks) in its own virtualenv
 $(COMPOSEENV): tests/infra/composeenv/main.go tests/infra/composeenv/go.mod tests/infra/composeenv/go.sum
 	cd tests/infra/composeenv && GOFLAGS=-mod=readonly go build -o $(COMPOSEENV) .
 
-go-tools: $(COMPOSEENV) ## build the Go tools of the tests (Compose's loader, the GCS emulator)
+# The Cloud Storage emulator the gs:// tests start (tests/integration/gcs_emulator.py).
+$(FAKE_GCS_SERVER):
+	mkdir -p $(GO_BIN)/.build
+	GOBIN=$(GO_BIN)/.build go install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_SERVER_VERSION)
+	mv $(GO_BIN)/.build/fake-gcs-server $@
+
+go-tools: $(COMPOSEENV) $(FAKE_GCS_SERVER) ## build the Go tools of the tests (Compose's loader, the GCS emulator)
 
 shellcheck: ## install Debian's shellcheck when missing (checks the Kafka VM's startup script)
 	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq shellcheck; } \

@@ -41,3 +41,14 @@ def storage_root() -> str:
 def spark_jars_dir() -> Path:
     """The Kafka connector jars fetched by `make up` (Maven), given to local Spark."""
     return Path(os.environ.get("SPARK_JARS_DIR", state_dir() / "jars" / "spark"))
+
+
+def storage_emulator_host() -> str | None:
+    """`http://host:port` of a Cloud Storage emulator that gs:// paths go to instead of Google
+    (STORAGE_EMULATOR_HOST, the variable Google's own client libraries read); unset in production."""
+    return os.environ.get("STORAGE_EMULATOR_HOST") or None
+
+
+def gcs_jars_dir() -> Path:
+    """The Cloud Storage connector jar local Spark uses with the emulator (Dataproc ships its own)."""
+    return state_dir() / "jars" / "gcs"

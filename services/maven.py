@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.settings import spark_jars_dir, state_dir
+from common.settings import gcs_jars_dir, spark_jars_dir, state_dir
 from services.errors import ServiceError, first_line, require_command
 
 POMS_DIR = Path(__file__).resolve().parent / "maven"
@@ -56,6 +56,11 @@ def spark_kafka_jars() -> JarSet:
         spark_jars_dir(),
         excluded_jar_names=frozenset(pyspark_jar_names()),
     )
+
+
+def gcs_connector_jars() -> JarSet:
+    """The shaded Cloud Storage connector, for local jobs on gs:// against the tests' emulator."""
+    return JarSet("Cloud Storage connector", POMS_DIR / "gcs-connector" / "pom.xml", gcs_jars_dir())
 
 
 def pyspark_jar_names() -> list[str]:
