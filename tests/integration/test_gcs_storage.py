@@ -19,7 +19,7 @@ import pytest
 
 from services.maven import ensure_jars, gcs_connector_jars
 from tests.integration.conftest import REPO_ROOT, epoch, load_summary, query, run_module
-from tests.integration.gcs_emulator import GcsEmulator
+from services.gcs_emulator import GcsEmulator
 from tests.integration.test_batch import HOUR, hourly_expectations, hourly_tables
 
 pytestmark = [pytest.mark.services, pytest.mark.spark]

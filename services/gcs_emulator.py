@@ -1,6 +1,6 @@
-"""A Cloud Storage emulator for the gs:// tests: fake-gcs-server (built by `make go-tools`), started
-on a free port with its objects in memory, and the few JSON API calls the tests make of it to see
-what the jobs wrote. The jobs themselves reach it through the Cloud Storage connector
+"""A Cloud Storage emulator for the gs:// tests and benchmark: fake-gcs-server (built by `make
+go-tools`), started on a free port with its objects in memory, and the few JSON API calls made of
+it to see what the jobs wrote. The jobs themselves reach it through the Cloud Storage connector
 (STORAGE_EMULATOR_HOST, spark_jobs/session.py), as they reach Cloud Storage on Dataproc."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REPO_ROOT
+from common.settings import REPO_ROOT
 
 FAKE_GCS_SERVER_VERSION = "v1.56.1"
 BINARY = REPO_ROOT / ".state" / "tools" / "go" / "bin" / f"fake-gcs-server-{FAKE_GCS_SERVER_VERSION}"
@@ -33,14 +33,15 @@ class GcsEmulator:
     process: subprocess.Popen
 
     @classmethod
-    def start(cls, log_path: Path) -> GcsEmulator:
+    def start(cls, log_path: Path, log_requests: bool = False) -> GcsEmulator:
+        """Started and answering; with `log_requests`, one log line per request (as `info` does)."""
         if not BINARY.exists():
             raise RuntimeError(f"{BINARY} is missing: run `make go-tools` (make test does)")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         process = subprocess.Popen(
             [str(BINARY), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
-             "-public-host", f"127.0.0.1:{port}", "-external-url", url, "-log-level", "warn"],
+             "-public-host", f"127.0.0.1:{port}", "-external-url", url, "-log-level", "info" if log_requests else "warn"],
             stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         emulator = cls(url, process)
