@@ -210,3 +210,12 @@ def top_interpolations(value) -> list[str]:
 def strip_colors(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
+
+
+def test_every_terraform_output_the_readme_names_exists(terraform):
+    from tests.conftest import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    named = set(re.findall(r"terraform -chdir=terraform output(?: -raw| -json)? (\w+)", readme))
+    assert len(named) >= 5, "the README's output commands are not found: the pattern is outdated"
+    assert named <= set(terraform.outputs), f"the README names outputs that do not exist: {named - set(terraform.outputs)}"
