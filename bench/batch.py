@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -70,30 +70,66 @@ KAFKA_PARTITIONS = 4
 MAX_BYTES = 10_000  # the simulator's range: uniform in [0, 10000)
 FIRST_BATCH_ID = 1000  # a streaming query that has been running for a while
 
-RAW_SCHEMA = pa.schema([
-    ("bytes", pa.int64()),
-    ("timestamp", pa.int64()),
-    ("app", pa.string()),
-    ("id", pa.string()),
-    ("antenna_id", pa.string()),
-    ("kafka_partition", pa.int32()),
-    ("kafka_offset", pa.int64()),
-])
+RAW_SCHEMA = pa.schema(
+    [
+        ("bytes", pa.int64()),
+        ("timestamp", pa.int64()),
+        ("app", pa.string()),
+        ("id", pa.string()),
+        ("antenna_id", pa.string()),
+        ("kafka_partition", pa.int32()),
+        ("kafka_offset", pa.int64()),
+    ]
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.batch", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=1_000_000, help="committed events of the hour")
-    parser.add_argument("--runs", type=int, default=3, help="runs of each mode (the median is reported)")
-    parser.add_argument("--batches", type=int, default=1_800, help="committed micro-batches (one Parquet file each) the hour is spread over")
-    parser.add_argument("--late-batches", type=int, default=2, help="committed micro-batches after the compaction (late events)")
-    parser.add_argument("--uncommitted-events", type=int, default=1_000, help="events of one more micro-batch, not yet committed: must be skipped")
-    parser.add_argument("--hour", type=batch_job.parse_hour, default=batch_job.parse_hour("2026-11-27T10:00:00Z"), help="the UTC hour")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.batch", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--events", type=int, default=1_000_000, help="committed events of the hour"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="runs of each mode (the median is reported)"
+    )
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=1_800,
+        help="committed micro-batches (one Parquet file each) the hour is spread over",
+    )
+    parser.add_argument(
+        "--late-batches",
+        type=int,
+        default=2,
+        help="committed micro-batches after the compaction (late events)",
+    )
+    parser.add_argument(
+        "--uncommitted-events",
+        type=int,
+        default=1_000,
+        help="events of one more micro-batch, not yet committed: must be skipped",
+    )
+    parser.add_argument(
+        "--hour",
+        type=batch_job.parse_hour,
+        default=batch_job.parse_hour("2026-11-27T10:00:00Z"),
+        help="the UTC hour",
+    )
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated events")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.events < 1_000 or args.batches < 1 or args.runs < 1 or args.uncommitted_events < 0 or not 0 <= args.late_batches < args.batches:
-        parser.error("need --events >= 1000, --batches >= 1, --runs >= 1, --uncommitted-events >= 0, 0 <= --late-batches < --batches")
+    if (
+        args.events < 1_000
+        or args.batches < 1
+        or args.runs < 1
+        or args.uncommitted_events < 0
+        or not 0 <= args.late_batches < args.batches
+    ):
+        parser.error(
+            "need --events >= 1000, --batches >= 1, --runs >= 1, --uncommitted-events >= 0, 0 <= --late-batches < --batches"
+        )
     return args
 
 
@@ -119,7 +155,9 @@ class GeneratedHour:
 
 
 def _strings(indices: np.ndarray, vocabulary: list[str]) -> pa.Array:
-    return pa.DictionaryArray.from_arrays(pa.array(indices, pa.int32()), pa.array(vocabulary, pa.string())).dictionary_decode()
+    return pa.DictionaryArray.from_arrays(
+        pa.array(indices, pa.int32()), pa.array(vocabulary, pa.string())
+    ).dictionary_decode()
 
 
 def _events(rng: np.random.Generator, count: int, hour_start: int) -> tuple[pa.Table, int, int]:
@@ -128,11 +166,16 @@ def _events(rng: np.random.Generator, count: int, hour_start: int) -> tuple[pa.T
     unknown = [unknown_device_id(n) for n in range(1, UNKNOWN_DEVICES + 1)]
     rare = [device_id(n) for n in RARE_USERS]
     ids = frequent + unknown + rare
-    weights = np.array([(1 - UNKNOWN_SHARE) / len(frequent)] * len(frequent) + [UNKNOWN_SHARE / len(unknown)] * len(unknown))
+    weights = np.array(
+        [(1 - UNKNOWN_SHARE) / len(frequent)] * len(frequent)
+        + [UNKNOWN_SHARE / len(unknown)] * len(unknown)
+    )
     id_index = rng.choice(len(frequent) + len(unknown), size=count, p=weights / weights.sum())
     byte_counts = rng.integers(0, MAX_BYTES, size=count, dtype=np.int64)
     rare_rows = rng.choice(count, size=len(rare) * RARE_EVENTS_PER_USER, replace=False)
-    id_index[rare_rows] = len(frequent) + len(unknown) + np.repeat(np.arange(len(rare)), RARE_EVENTS_PER_USER)
+    id_index[rare_rows] = (
+        len(frequent) + len(unknown) + np.repeat(np.arange(len(rare)), RARE_EVENTS_PER_USER)
+    )
     partitions = rng.integers(0, KAFKA_PARTITIONS, size=count, dtype=np.int32)
     offsets = np.zeros(count, dtype=np.int64)
     for partition in range(KAFKA_PARTITIONS):
@@ -145,7 +188,9 @@ def _events(rng: np.random.Generator, count: int, hour_start: int) -> tuple[pa.T
             pa.array(hour_start + np.sort(rng.integers(0, 3600, size=count, dtype=np.int64))),
             _strings(rng.integers(0, len(APPS), size=count), list(APPS)),
             _strings(id_index, ids),
-            _strings(rng.integers(0, ANTENNAS, size=count), [antenna_id(i) for i in range(ANTENNAS)]),
+            _strings(
+                rng.integers(0, ANTENNAS, size=count), [antenna_id(i) for i in range(ANTENNAS)]
+            ),
             pa.array(partitions),
             pa.array(offsets),
         ],
@@ -163,7 +208,9 @@ def _write_batch(rng: np.random.Generator, hour_folder: Path, batch_id: int, row
     return path.stat().st_size
 
 
-def generate_hour(storage: str, hour: datetime, events: int, batches: int, uncommitted_events: int, seed: int) -> GeneratedHour:
+def generate_hour(
+    storage: str, hour: datetime, events: int, batches: int, uncommitted_events: int, seed: int
+) -> GeneratedHour:
     started = time.monotonic()
     rng = np.random.default_rng(seed)
     layout = StorageLayout(storage)
@@ -173,7 +220,9 @@ def generate_hour(storage: str, hour: datetime, events: int, batches: int, uncom
     # Micro-batch k holds the k-th slice of event time, as a stream read in order would.
     bounds = [events * k // batches for k in range(batches + 1)]
     on_disk = sum(
-        _write_batch(rng, hour_folder, FIRST_BATCH_ID + k, table.slice(bounds[k], bounds[k + 1] - bounds[k]))
+        _write_batch(
+            rng, hour_folder, FIRST_BATCH_ID + k, table.slice(bounds[k], bounds[k + 1] - bounds[k])
+        )
         for k in range(batches)
     )
     last_committed = FIRST_BATCH_ID + batches - 1
@@ -190,11 +239,18 @@ def generate_hour(storage: str, hour: datetime, events: int, batches: int, uncom
     # check reads it (the topic is not in Kafka: see speed_layer_count).
     offsets = Path(layout.streaming_checkpoint) / "offsets"
     offsets.mkdir(parents=True)
-    (offsets / str(last_committed)).write_text(f'v1\n{{"batchWatermarkMs":0}}\n{{"{BENCH_TOPIC}":{{"0":{events}}}}}')
+    (offsets / str(last_committed)).write_text(
+        f'v1\n{{"batchWatermarkMs":0}}\n{{"{BENCH_TOPIC}":{{"0":{events}}}}}'
+    )
     return GeneratedHour(
-        events=events, files=files, last_committed_batch=last_committed,
-        valid_bytes=valid_bytes, unknown_device_bytes=unknown_bytes,
-        uncommitted_events=uncommitted_events, bytes_on_disk=on_disk, seconds=time.monotonic() - started,
+        events=events,
+        files=files,
+        last_committed_batch=last_committed,
+        valid_bytes=valid_bytes,
+        unknown_device_bytes=unknown_bytes,
+        uncommitted_events=uncommitted_events,
+        bytes_on_disk=on_disk,
+        seconds=time.monotonic() - started,
     )
 
 
@@ -226,13 +282,23 @@ class HourFigures:
     last_streaming_batch: int
 
     @classmethod
-    def of(cls, rows: dict[str, list[tuple]], totals: tuple, last_streaming_batch: int) -> "HourFigures":
-        sorted_rows = {name: sorted(tuple(r) for r in rows[name]) for name in ("antenna", "user", "app", "over_quota")}
+    def of(
+        cls, rows: dict[str, list[tuple]], totals: tuple, last_streaming_batch: int
+    ) -> HourFigures:
+        sorted_rows = {
+            name: sorted(tuple(r) for r in rows[name])
+            for name in ("antenna", "user", "app", "over_quota")
+        }
         events, total, unknown = (int(value) for value in totals)
-        return cls(**sorted_rows, valid_events=events, valid_bytes=total, unknown_device_bytes=unknown,
-                   last_streaming_batch=last_streaming_batch)
+        return cls(
+            **sorted_rows,
+            valid_events=events,
+            valid_bytes=total,
+            unknown_device_bytes=unknown,
+            last_streaming_batch=last_streaming_batch,
+        )
 
-    def differences(self, other: "HourFigures") -> list[str]:
+    def differences(self, other: HourFigures) -> list[str]:
         return [
             f"{name}: {getattr(self, name)!r} != {getattr(other, name)!r}"
             for name in self.__dataclass_fields__
@@ -244,7 +310,9 @@ def figures_in_postgres(dsn: str, hour: datetime) -> HourFigures:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         rows = {}
         for table in postgres.HOURLY_TABLES:
-            cur.execute(f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE date = %s", (hour,))
+            cur.execute(
+                f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE date = %s", (hour,)
+            )
             rows[table.result_field] = cur.fetchall()
         cur.execute(
             "SELECT valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch FROM batch_hour_runs WHERE date = %s",
@@ -253,21 +321,37 @@ def figures_in_postgres(dsn: str, hour: datetime) -> HourFigures:
         run = cur.fetchone()
     conn.close()
     if run is None:
-        raise SystemExit(f"error: the batch job wrote no batch_hour_runs row for {hour:%Y-%m-%dT%H:%M:%SZ}")
+        raise SystemExit(
+            f"error: the batch job wrote no batch_hour_runs row for {hour:%Y-%m-%dT%H:%M:%SZ}"
+        )
     return HourFigures.of(rows, run[:3], int(run[3]))
 
 
 def check_equal(what: str, expected: HourFigures, actual: HourFigures) -> None:
     differences = expected.differences(actual)
     if differences:
-        raise SystemExit(f"error: {what} differs from DuckDB's reference:\n  " + "\n  ".join(differences))
+        raise SystemExit(
+            f"error: {what} differs from DuckDB's reference:\n  " + "\n  ".join(differences)
+        )
 
 
 def check_generated(reference: HourFigures, generated: GeneratedHour) -> None:
-    expected = (generated.events, generated.valid_bytes, generated.unknown_device_bytes, generated.last_committed_batch)
-    actual = (reference.valid_events, reference.valid_bytes, reference.unknown_device_bytes, reference.last_streaming_batch)
+    expected = (
+        generated.events,
+        generated.valid_bytes,
+        generated.unknown_device_bytes,
+        generated.last_committed_batch,
+    )
+    actual = (
+        reference.valid_events,
+        reference.valid_bytes,
+        reference.unknown_device_bytes,
+        reference.last_streaming_batch,
+    )
     if expected != actual:
-        raise SystemExit(f"error: DuckDB's totals {actual} differ from the generated hour's {expected}")
+        raise SystemExit(
+            f"error: DuckDB's totals {actual} differ from the generated hour's {expected}"
+        )
 
 
 # ---- the three modes --------------------------------------------------------------------------
@@ -284,10 +368,20 @@ def duckdb_hour(dsn: str, storage: str, hour: datetime, last_committed: int) -> 
     con = duckdb.connect()
     try:
         con.execute("SET memory_limit = '2GB'")
-        con.register("users", pa.table({
-            "id": [u[0] for u in users], "email": [u[1] for u in users], "quota": pa.array([u[2] for u in users], pa.int64()),
-        }))
-        files = StorageLayout(storage).raw_hour(hour.strftime(EVENT_HOUR_FORMAT)) + "/batch_id=*/*.parquet"
+        con.register(
+            "users",
+            pa.table(
+                {
+                    "id": [u[0] for u in users],
+                    "email": [u[1] for u in users],
+                    "quota": pa.array([u[2] for u in users], pa.int64()),
+                }
+            ),
+        )
+        files = (
+            StorageLayout(storage).raw_hour(hour.strftime(EVENT_HOUR_FORMAT))
+            + "/batch_id=*/*.parquet"
+        )
         start = int(hour.timestamp())
         con.execute(
             "CREATE TEMP TABLE events AS SELECT bytes, app, id, antenna_id "
@@ -296,10 +390,16 @@ def duckdb_hour(dsn: str, storage: str, hour: datetime, last_committed: int) -> 
         )
         user_totals = "SELECT u.email, u.quota, sum(e.bytes)::BIGINT AS total FROM events e JOIN users u USING (id) GROUP BY ALL"
         rows = {
-            "antenna": con.execute("SELECT antenna_id, sum(bytes)::BIGINT FROM events GROUP BY ALL").fetchall(),
-            "app": con.execute("SELECT app, sum(bytes)::BIGINT FROM events GROUP BY ALL").fetchall(),
+            "antenna": con.execute(
+                "SELECT antenna_id, sum(bytes)::BIGINT FROM events GROUP BY ALL"
+            ).fetchall(),
+            "app": con.execute(
+                "SELECT app, sum(bytes)::BIGINT FROM events GROUP BY ALL"
+            ).fetchall(),
             "user": con.execute(f"SELECT email, total FROM ({user_totals})").fetchall(),
-            "over_quota": con.execute(f"SELECT email, quota, total FROM ({user_totals}) WHERE total > quota").fetchall(),
+            "over_quota": con.execute(
+                f"SELECT email, quota, total FROM ({user_totals}) WHERE total > quota"
+            ).fetchall(),
         }
         totals = con.execute(
             "SELECT count(*), coalesce(sum(e.bytes), 0)::BIGINT, coalesce(sum(e.bytes) FILTER (WHERE u.id IS NULL), 0)::BIGINT "
@@ -331,24 +431,49 @@ def summary(seconds: list[float], events: int) -> dict:
 
 def with_startup(args: argparse.Namespace, dsn: str, storage: str) -> dict:
     command = [
-        sys.executable, "-m", "spark_jobs.batch", "--hour", args.hour.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "--pg-dsn", dsn, "--storage-root", storage, *NO_STREAM,
+        sys.executable,
+        "-m",
+        "spark_jobs.batch",
+        "--hour",
+        args.hour.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "--pg-dsn",
+        dsn,
+        "--storage-root",
+        storage,
+        *NO_STREAM,
     ]
     seconds = []
     for _ in range(args.runs):
-        elapsed, done = timed(lambda: subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True))
+        elapsed, done = timed(
+            lambda: subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+        )
         if done.returncode != 0:
-            raise SystemExit(f"error: python -m spark_jobs.batch failed ({done.returncode}):\n{done.stderr[-4000:]}")
+            raise SystemExit(
+                f"error: python -m spark_jobs.batch failed ({done.returncode}):\n{done.stderr[-4000:]}"
+            )
         seconds.append(elapsed)
-    return {"command": "python -m spark_jobs.batch --hour H --pg-dsn DSN --storage-root ROOT --allow-incomplete", **summary(seconds, args.events)}
+    return {
+        "command": "python -m spark_jobs.batch --hour H --pg-dsn DSN --storage-root ROOT --allow-incomplete",
+        **summary(seconds, args.events),
+    }
 
 
-def in_process_runs(spark, args: argparse.Namespace, dsn: str, storage: str, reference: HourFigures) -> dict:
+def in_process_runs(
+    spark, args: argparse.Namespace, dsn: str, storage: str, reference: HourFigures
+) -> dict:
     """The job on an existing session: a warm-up run apart, then the median of runs, each
     result checked against DuckDB's."""
-    job_args = batch_job.parse_args([
-        "--hour", args.hour.strftime("%Y-%m-%dT%H:%M:%SZ"), "--pg-dsn", dsn, "--storage-root", storage, *NO_STREAM,
-    ])
+    job_args = batch_job.parse_args(
+        [
+            "--hour",
+            args.hour.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "--pg-dsn",
+            dsn,
+            "--storage-root",
+            storage,
+            *NO_STREAM,
+        ]
+    )
     seconds = []
     for _ in range(1 + args.runs):
         elapsed, result = timed(lambda: batch_job.run_with_session(spark, job_args))
@@ -364,7 +489,9 @@ def in_process_runs(spark, args: argparse.Namespace, dsn: str, storage: str, ref
             ),
         )
         seconds.append(elapsed)
-    check_equal("PostgreSQL after the in-process runs", reference, figures_in_postgres(dsn, args.hour))
+    check_equal(
+        "PostgreSQL after the in-process runs", reference, figures_in_postgres(dsn, args.hour)
+    )
     warm_up, measured = seconds[0], seconds[1:]
     return {
         "warmup_seconds": round(warm_up, 3),
@@ -375,7 +502,11 @@ def in_process_runs(spark, args: argparse.Namespace, dsn: str, storage: str, ref
 def compact(spark, args: argparse.Namespace, storage: str, generated: GeneratedHour) -> dict:
     """The streaming job's compaction of the closed hour, through all but the late batches."""
     through = generated.last_committed_batch - args.late_batches
-    elapsed, wrote = timed(lambda: compact_hour(spark, StorageLayout(storage), args.hour.strftime(EVENT_HOUR_FORMAT), through))
+    elapsed, wrote = timed(
+        lambda: compact_hour(
+            spark, StorageLayout(storage), args.hour.strftime(EVENT_HOUR_FORMAT), through
+        )
+    )
     if not wrote:
         raise SystemExit("error: the compaction wrote nothing")
     return {
@@ -386,7 +517,9 @@ def compact(spark, args: argparse.Namespace, storage: str, generated: GeneratedH
     }
 
 
-def duckdb_reference(args: argparse.Namespace, dsn: str, storage: str, last_committed: int) -> tuple[dict, HourFigures]:
+def duckdb_reference(
+    args: argparse.Namespace, dsn: str, storage: str, last_committed: int
+) -> tuple[dict, HourFigures]:
     seconds, figures = [], None
     for _ in range(args.runs):
         elapsed, current = timed(lambda: duckdb_hour(dsn, storage, args.hour, last_committed))
@@ -420,34 +553,61 @@ def machine() -> dict:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("kafka").setLevel(logging.WARNING)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     hour_text = args.hour.strftime("%Y-%m-%dT%H:%M:%SZ")
-    measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with scratch_database("bench") as dsn, tempfile.TemporaryDirectory(prefix="bench-batch-storage-") as storage:
-        generated = generate_hour(storage, args.hour, args.events, args.batches, args.uncommitted_events, args.seed)
+    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
+    with (
+        scratch_database("bench") as dsn,
+        tempfile.TemporaryDirectory(prefix="bench-batch-storage-") as storage,
+    ):
+        generated = generate_hour(
+            storage, args.hour, args.events, args.batches, args.uncommitted_events, args.seed
+        )
         speed_layer_count(dsn, args.hour, generated)
-        print(f"generated {generated.events} events of {hour_text} in {generated.files} files ({generated.seconds:.1f} s)", flush=True)
+        print(
+            f"generated {generated.events} events of {hour_text} in {generated.files} files ({generated.seconds:.1f} s)",
+            flush=True,
+        )
 
-        reference_figures, reference = duckdb_reference(args, dsn, storage, generated.last_committed_batch)
+        reference_figures, reference = duckdb_reference(
+            args, dsn, storage, generated.last_committed_batch
+        )
         check_generated(reference, generated)
         print(f"duckdb: median {reference_figures['median_seconds']} s", flush=True)
 
-        startup, spark = timed(lambda: build_session("bench-batch-layer", "local[*]", {"spark.ui.enabled": "false"}))
+        startup, spark = timed(
+            lambda: build_session("bench-batch-layer", "local[*]", {"spark.ui.enabled": "false"})
+        )
         try:
             uncompacted = in_process_runs(spark, args, dsn, storage, reference)
-            print(f"spark, after start-up, not compacted: median {uncompacted['median_seconds']} s", flush=True)
+            print(
+                f"spark, after start-up, not compacted: median {uncompacted['median_seconds']} s",
+                flush=True,
+            )
             compaction = compact(spark, args, storage, generated)
             print(f"compaction: {compaction['seconds']} s", flush=True)
             compacted = in_process_runs(spark, args, dsn, storage, reference)
-            print(f"spark, after start-up, compacted: median {compacted['median_seconds']} s", flush=True)
+            print(
+                f"spark, after start-up, compacted: median {compacted['median_seconds']} s",
+                flush=True,
+            )
         finally:
             spark.stop()
 
         startup_figures = with_startup(args, dsn, storage)
-        check_equal("PostgreSQL after `python -m spark_jobs.batch`", reference, figures_in_postgres(dsn, args.hour))
-        print(f"spark, with start-up, compacted: median {startup_figures['median_seconds']} s", flush=True)
+        check_equal(
+            "PostgreSQL after `python -m spark_jobs.batch`",
+            reference,
+            figures_in_postgres(dsn, args.hour),
+        )
+        print(
+            f"spark, with start-up, compacted: median {startup_figures['median_seconds']} s",
+            flush=True,
+        )
 
     after = compacted["median_seconds_per_million_events"]
     results = {

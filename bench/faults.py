@@ -49,7 +49,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -108,8 +108,8 @@ LOOP_SECONDS = 0.5
 # recount shares no code with the job it checks (spark_jobs/events.py is the reference).
 MAX_BYTES = 10**12
 MAX_STRING_LENGTH = 256
-MIN_TIMESTAMP = int(datetime(1, 1, 1, tzinfo=timezone.utc).timestamp())
-MAX_TIMESTAMP = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp())
+MIN_TIMESTAMP = int(datetime(1, 1, 1, tzinfo=UTC).timestamp())
+MAX_TIMESTAMP = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp())
 INT64 = range(-(2**63), 2**63)
 INTEGER_FIELDS = ("bytes", "timestamp")
 STRING_FIELDS = ("app", "id", "antenna_id")
@@ -126,20 +126,44 @@ log = logging.getLogger("bench.faults")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=positive_int, default=500_000, help="records sent, valid and malformed")
-    parser.add_argument("--seed", type=int, default=1, help="seeds the simulator and the fault schedule")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.faults", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
-        "--rate", type=positive_float, default=420.0,
+        "--events", type=positive_int, default=500_000, help="records sent, valid and malformed"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seeds the simulator and the fault schedule"
+    )
+    parser.add_argument(
+        "--rate",
+        type=positive_float,
+        default=420.0,
         help="records per second (default: 420, about 20 minutes for 500,000); lowered when the faults need a longer stream",
     )
-    parser.add_argument("--kills", type=non_negative_int, default=20, help="SIGKILLs of the streaming job")
-    parser.add_argument("--pg-outages", type=non_negative_int, default=5, help="PostgreSQL outages")
-    parser.add_argument("--pg-outage-seconds", type=positive_float, default=120.0, help="length of each PostgreSQL outage")
-    parser.add_argument("--broker-restarts", type=non_negative_int, default=5, help="Kafka broker restarts")
-    parser.add_argument("--broker-down-seconds", type=non_negative_float, default=0.0, help="pause between stopping and starting the broker")
     parser.add_argument(
-        "--start", type=parse_start, help="event time of the first record, ISO-8601 UTC (default: the start of a closed hour some 8 hours ago)"
+        "--kills", type=non_negative_int, default=20, help="SIGKILLs of the streaming job"
+    )
+    parser.add_argument("--pg-outages", type=non_negative_int, default=5, help="PostgreSQL outages")
+    parser.add_argument(
+        "--pg-outage-seconds",
+        type=positive_float,
+        default=120.0,
+        help="length of each PostgreSQL outage",
+    )
+    parser.add_argument(
+        "--broker-restarts", type=non_negative_int, default=5, help="Kafka broker restarts"
+    )
+    parser.add_argument(
+        "--broker-down-seconds",
+        type=non_negative_float,
+        default=0.0,
+        help="pause between stopping and starting the broker",
+    )
+    parser.add_argument(
+        "--start",
+        type=parse_start,
+        help="event time of the first record, ISO-8601 UTC (default: the start of a closed hour some 8 hours ago)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -171,14 +195,20 @@ class PlannedFault:
 
 
 def outage_lengths(args: argparse.Namespace) -> dict[str, float]:
-    return {"postgres_outage": args.pg_outage_seconds, "broker_restart": args.broker_down_seconds + BROKER_RESTART_ALLOWANCE_SECONDS}
+    return {
+        "postgres_outage": args.pg_outage_seconds,
+        "broker_restart": args.broker_down_seconds + BROKER_RESTART_ALLOWANCE_SECONDS,
+    }
 
 
 def stream_seconds_needed(args: argparse.Namespace) -> float:
     """The shortest stream whose fault window holds every outage (in a row) and every kill."""
     lengths = outage_lengths(args)
     outages = args.pg_outages + args.broker_restarts
-    outage_need = args.pg_outages * lengths["postgres_outage"] + args.broker_restarts * lengths["broker_restart"]
+    outage_need = (
+        args.pg_outages * lengths["postgres_outage"]
+        + args.broker_restarts * lengths["broker_restart"]
+    )
     outage_need += OUTAGE_GAP_SECONDS * max(outages - 1, 0)
     kill_need = KILL_GAP_SECONDS * max(args.kills - 1, 0)
     return (max(outage_need, kill_need) + FAULT_SLACK_SECONDS) / (FAULT_WINDOW[1] - FAULT_WINDOW[0])
@@ -197,7 +227,9 @@ def plan_stream(args: argparse.Namespace) -> StreamPlan:
     return StreamPlan(args.events, args.seed, args.events / seconds, seconds, start, tick_seconds)
 
 
-def spread(rng: random.Random, lengths: list[float], begin: float, end: float, gap: float) -> list[float]:
+def spread(
+    rng: random.Random, lengths: list[float], begin: float, end: float, gap: float
+) -> list[float]:
     """Random start times in [begin, end] for intervals of `lengths`, in that order, each at least
     `gap` after the previous one ends: the free room is split at sorted uniform points."""
     room = (end - begin) - sum(lengths) - gap * max(len(lengths) - 1, 0)
@@ -217,10 +249,15 @@ def plan_faults(args: argparse.Namespace, stream_seconds: float) -> list[Planned
     lengths = outage_lengths(args)
     kinds = ["postgres_outage"] * args.pg_outages + ["broker_restart"] * args.broker_restarts
     rng.shuffle(kinds)
-    down_seconds = {"postgres_outage": args.pg_outage_seconds, "broker_restart": args.broker_down_seconds}
+    down_seconds = {
+        "postgres_outage": args.pg_outage_seconds,
+        "broker_restart": args.broker_down_seconds,
+    }
     outages = [
         PlannedFault(kind, at, down_seconds[kind])
-        for kind, at in zip(kinds, spread(rng, [lengths[k] for k in kinds], begin, end, OUTAGE_GAP_SECONDS))
+        for kind, at in zip(
+            kinds, spread(rng, [lengths[k] for k in kinds], begin, end, OUTAGE_GAP_SECONDS)
+        )
     ]
     kills = [
         PlannedFault("kill", at, jitter=rng.uniform(0, 2 * TRIGGER_SECONDS))
@@ -233,7 +270,11 @@ def plan_faults(args: argparse.Namespace, stream_seconds: float) -> list[Planned
 
 
 def topic_end_offsets(topic: str) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers(), enable_auto_commit=False, request_timeout_ms=20_000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers(),
+        enable_auto_commit=False,
+        request_timeout_ms=20_000,
+    )
     try:
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
@@ -283,7 +324,9 @@ def restore_services() -> list[str]:
 
 def require_local_services() -> None:
     if not kafka.is_local() or postgres.is_external():
-        raise SystemExit("error: bench.faults stops and starts the local services of `make up`; unset PG_DSN and KAFKA_BOOTSTRAP_SERVERS")
+        raise SystemExit(
+            "error: bench.faults stops and starts the local services of `make up`; unset PG_DSN and KAFKA_BOOTSTRAP_SERVERS"
+        )
     if kafka.our_running_pid() is None or postgres.our_running_pid() is None:
         raise SystemExit("error: the local Kafka broker and PostgreSQL server must run: `make up`")
 
@@ -306,7 +349,11 @@ class Child:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as stderr:
             self.process = subprocess.Popen(
-                self.command, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                self.command,
+                cwd=REPO_ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
                 start_new_session=True,
             )
         self.started_at = time.monotonic()
@@ -370,8 +417,22 @@ class Child:
 
 def streaming_command(topic: str, dsn: str, storage: str, *extra: str) -> list[str]:
     command = [
-        sys.executable, "-m", "spark_jobs.streaming", "--topic", topic, "--pg-dsn", dsn, "--storage-root", storage,
-        "--master", MASTER, "--trigger-seconds", str(TRIGGER_SECONDS), "--compact-after-minutes", "0", *extra,
+        sys.executable,
+        "-m",
+        "spark_jobs.streaming",
+        "--topic",
+        topic,
+        "--pg-dsn",
+        dsn,
+        "--storage-root",
+        storage,
+        "--master",
+        MASTER,
+        "--trigger-seconds",
+        str(TRIGGER_SECONDS),
+        "--compact-after-minutes",
+        "0",
+        *extra,
     ]
     if job_waits_out_outages():
         command += ["--outage-limit-minutes", str(OUTAGE_LIMIT_MINUTES)]
@@ -382,17 +443,41 @@ def streaming_command(topic: str, dsn: str, storage: str, *extra: str) -> list[s
 def job_waits_out_outages() -> bool:
     """Whether this version of the job has `--outage-limit-minutes` (older ones exit at the first outage)."""
     result = subprocess.run(
-        [sys.executable, "-m", "spark_jobs.streaming", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "spark_jobs.streaming", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return "--outage-limit-minutes" in result.stdout
 
 
-def simulator_command(topic: str, records: int, seed: int, rate: float, start: int, tick_seconds: int) -> list[str]:
+def simulator_command(
+    topic: str, records: int, seed: int, rate: float, start: int, tick_seconds: int
+) -> list[str]:
     return [
-        sys.executable, "-m", "simulator", "--topic", topic, "--events", str(records), "--seed", str(seed),
-        "--rate", f"{rate:.3f}", "--start", datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "--tick-seconds", str(tick_seconds), "--devices", str(KNOWN_DEVICES), "--unknown-devices", str(UNKNOWN_DEVICES),
-        "--malformed-rate", str(MALFORMED_RATE), "--no-progress",
+        sys.executable,
+        "-m",
+        "simulator",
+        "--topic",
+        topic,
+        "--events",
+        str(records),
+        "--seed",
+        str(seed),
+        "--rate",
+        f"{rate:.3f}",
+        "--start",
+        datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "--tick-seconds",
+        str(tick_seconds),
+        "--devices",
+        str(KNOWN_DEVICES),
+        "--unknown-devices",
+        str(UNKNOWN_DEVICES),
+        "--malformed-rate",
+        str(MALFORMED_RATE),
+        "--no-progress",
     ]
 
 
@@ -414,16 +499,22 @@ class OutageInjector(threading.Thread):
     def run(self) -> None:
         previous_end = -math.inf
         for fault in self.outages:
-            if self.stop.wait(max(0.0, max(fault.at, previous_end + OUTAGE_GAP_SECONDS) - self.clock())):
+            if self.stop.wait(
+                max(0.0, max(fault.at, previous_end + OUTAGE_GAP_SECONDS) - self.clock())
+            ):
                 return
-            record = {"kind": fault.kind, "planned_at_seconds": round(fault.at, 1), **moment(self.clock())}
+            record = {
+                "kind": fault.kind,
+                "planned_at_seconds": round(fault.at, 1),
+                **moment(self.clock()),
+            }
             self.active = fault.kind
             try:
                 if fault.kind == "postgres_outage":
                     self._outage(record, postgres.down, start_postgres, fault.down_seconds)
                 else:
                     self._outage(record, kafka.down, start_kafka, fault.down_seconds)
-            except Exception as error:  # noqa: BLE001 - recorded; the next outages still run
+            except Exception as error:
                 record["error"] = f"{type(error).__name__}: {error}"
             finally:
                 self.active = None
@@ -443,7 +534,10 @@ class OutageInjector(threading.Thread):
 
 
 def moment(seconds: float) -> dict:
-    return {"started_at_seconds": round(seconds, 1), "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "started_at_seconds": round(seconds, 1),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 # ---- the stream with faults -----------------------------------------------------------------
@@ -476,11 +570,16 @@ class FaultRun:
 
     def run(self) -> None:
         kills = [f for f in self.faults if f.kind == "kill"]
-        self.injector = OutageInjector([f for f in self.faults if f.kind != "kill"], self.clock, self.stop)
+        self.injector = OutageInjector(
+            [f for f in self.faults if f.kind != "kill"], self.clock, self.stop
+        )
         self.job.start()
         # The stream and the fault clock start once the job is up: Spark's start-up is no fault.
         if not self.job.wait_for_line("speed layer running", JOB_START_TIMEOUT_SECONDS):
-            log.warning("the streaming job did not report running within %d s; starting the stream anyway", JOB_START_TIMEOUT_SECONDS)
+            log.warning(
+                "the streaming job did not report running within %d s; starting the stream anyway",
+                JOB_START_TIMEOUT_SECONDS,
+            )
         self.started = time.monotonic()
         self._start_simulator(self.plan.events, self.plan.seed, self.plan.start)
         self.injector.start()
@@ -489,7 +588,10 @@ class FaultRun:
         while not (self.simulator_done and not kills and not self.injector.is_alive()):
             if self.clock() > deadline:
                 self.timed_out = True
-                log.warning("stream phase past its deadline of %.0f s; going on with what Kafka holds", deadline)
+                log.warning(
+                    "stream phase past its deadline of %.0f s; going on with what Kafka holds",
+                    deadline,
+                )
                 break
             self._restart_job_if_it_exited()
             self._restart_simulator_if_it_failed()
@@ -510,7 +612,10 @@ class FaultRun:
         if self.simulator is not None:
             self.simulator.kill()
         stopping = time.monotonic()
-        self.final_stop = {"exit_code": self.job.stop(), "seconds": round(time.monotonic() - stopping, 1)}
+        self.final_stop = {
+            "exit_code": self.job.stop(),
+            "seconds": round(time.monotonic() - stopping, 1),
+        }
         return reports
 
     def _kill_is_due(self, fault: PlannedFault) -> bool:
@@ -518,12 +623,19 @@ class FaultRun:
         outage it is riding out, or start-up taking long."""
         if fault.at > self.clock() or not self.job.running():
             return False
-        return self.injector.active is not None or self.job.uptime() >= KILL_MAX_WAIT_SECONDS or self.job.batches_logged() > 0
+        return (
+            self.injector.active is not None
+            or self.job.uptime() >= KILL_MAX_WAIT_SECONDS
+            or self.job.batches_logged() > 0
+        )
 
     def _kill_job(self, fault: PlannedFault) -> None:
         record = {
-            "kind": "kill", "planned_at_seconds": round(fault.at, 1), **moment(self.clock()),
-            "job_uptime_seconds": self.job.uptime(), "batches_logged_since_start": self.job.batches_logged(),
+            "kind": "kill",
+            "planned_at_seconds": round(fault.at, 1),
+            **moment(self.clock()),
+            "job_uptime_seconds": self.job.uptime(),
+            "batches_logged_since_start": self.job.batches_logged(),
             "during": self.injector.active,
         }
         self.job.kill()
@@ -538,8 +650,11 @@ class FaultRun:
             if code is None:
                 return
             exit_record = {
-                "at_seconds": round(self.clock(), 1), "exit_code": code, "last_stderr_line": self.job.last_line(),
-                "job_uptime_seconds": self.job.uptime(), "during": self.injector.active,
+                "at_seconds": round(self.clock(), 1),
+                "exit_code": code,
+                "last_stderr_line": self.job.last_line(),
+                "job_uptime_seconds": self.job.uptime(),
+                "during": self.injector.active,
             }
             self.job_exits.append(exit_record)
             log.warning("the streaming job exited on its own: %s", exit_record)
@@ -550,10 +665,14 @@ class FaultRun:
             self._job_restart_at = None
 
     def _start_simulator(self, records: int, seed: int, start: int) -> None:
-        command = simulator_command(self.topic, records, seed, self.plan.rate, start, self.plan.tick_seconds)
+        command = simulator_command(
+            self.topic, records, seed, self.plan.rate, start, self.plan.tick_seconds
+        )
         self.simulator = Child(command, self.logs / "simulator.log")
         self.simulator.start()
-        self.simulator_runs.append({"at_seconds": round(self.clock(), 1), "records": records, "seed": seed, "start": start})
+        self.simulator_runs.append(
+            {"at_seconds": round(self.clock(), 1), "records": records, "seed": seed, "start": start}
+        )
 
     def _restart_simulator_if_it_failed(self) -> None:
         """A failed producer is recorded; the records still missing from the topic are sent by a new
@@ -564,7 +683,11 @@ class FaultRun:
             code = self.simulator.exit_code()
             if code is None:
                 return
-            self.simulator_runs[-1].update(exit_code=code, last_stderr_line=self.simulator.last_line(), ended_at_seconds=round(self.clock(), 1))
+            self.simulator_runs[-1].update(
+                exit_code=code,
+                last_stderr_line=self.simulator.last_line(),
+                ended_at_seconds=round(self.clock(), 1),
+            )
             if code == 0 or len(self.simulator_runs) >= MAX_SIMULATOR_RUNS:
                 self.simulator_done = True
                 return
@@ -584,11 +707,16 @@ class FaultRun:
             return
         ticks_sent = in_topic // self.plan.devices
         self._start_simulator(
-            self.plan.events - in_topic, self.plan.seed + len(self.simulator_runs), self.plan.start + ticks_sent * self.plan.tick_seconds
+            self.plan.events - in_topic,
+            self.plan.seed + len(self.simulator_runs),
+            self.plan.start + ticks_sent * self.plan.tick_seconds,
         )
 
     def executed_faults(self) -> list[dict]:
-        return sorted(self.kills_done + self.injector.executed, key=lambda record: record["started_at_seconds"])
+        return sorted(
+            self.kills_done + self.injector.executed,
+            key=lambda record: record["started_at_seconds"],
+        )
 
 
 # ---- draining -------------------------------------------------------------------------------
@@ -604,7 +732,9 @@ def committed_offsets(checkpoint: Path, topic: str) -> dict[int, int]:
     return {int(p): offset for p, offset in json.loads(lines[2]).get(topic, {}).items()}
 
 
-def drain(command: list[str], log_path: Path, checkpoint: Path, topic: str, end_offsets: dict[int, int]) -> list[dict]:
+def drain(
+    command: list[str], log_path: Path, checkpoint: Path, topic: str, end_offsets: dict[int, int]
+) -> list[dict]:
     """`--available-now` until the checkpoint has committed the topic's end offsets."""
     attempts = []
     for _ in range(DRAIN_ATTEMPTS):
@@ -614,7 +744,14 @@ def drain(command: list[str], log_path: Path, checkpoint: Path, topic: str, end_
         job.kill()
         committed = committed_offsets(checkpoint, topic)
         complete = all(committed.get(p, 0) == offset for p, offset in end_offsets.items())
-        attempts.append({"seconds": job.uptime(), "exit_code": code, "last_stderr_line": job.last_line(), "complete": complete})
+        attempts.append(
+            {
+                "seconds": job.uptime(),
+                "exit_code": code,
+                "last_stderr_line": job.last_line(),
+                "complete": complete,
+            }
+        )
         if complete:
             break
     return attempts
@@ -645,7 +782,10 @@ def valid_event(value: bytes | None) -> dict | None:
         text = event.get(name)
         if type(text) is not str or "\x00" in text or len(text) > MAX_STRING_LENGTH:
             return None
-    if not 0 <= event["bytes"] <= MAX_BYTES or not MIN_TIMESTAMP <= event["timestamp"] <= MAX_TIMESTAMP:
+    if (
+        not 0 <= event["bytes"] <= MAX_BYTES
+        or not MIN_TIMESTAMP <= event["timestamp"] <= MAX_TIMESTAMP
+    ):
         return None
     return event
 
@@ -673,7 +813,9 @@ class Recount:
 def recount_topic(topic: str, end_offsets: dict[int, int]) -> Recount:
     """Every record of the topic, read with a plain consumer up to the given end offsets."""
     consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers(), enable_auto_commit=False, group_id=None,
+        bootstrap_servers=settings.kafka_bootstrap_servers(),
+        enable_auto_commit=False,
+        group_id=None,
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
     recount = Recount()
@@ -684,7 +826,9 @@ def recount_topic(topic: str, end_offsets: dict[int, int]) -> Recount:
         deadline = time.monotonic() + RECOUNT_TIMEOUT_SECONDS
         while any(consumer.position(tp) < end_offsets[tp.partition] for tp in partitions):
             if time.monotonic() > deadline:
-                raise SystemExit(f"error: could not read topic {topic} to its end within {RECOUNT_TIMEOUT_SECONDS} s")
+                raise SystemExit(
+                    f"error: could not read topic {topic} to its end within {RECOUNT_TIMEOUT_SECONDS} s"
+                )
             for tp, records in consumer.poll(timeout_ms=1000, max_records=10_000).items():
                 for record in records:
                     if record.offset < end_offsets[tp.partition]:
@@ -696,7 +840,10 @@ def recount_topic(topic: str, end_offsets: dict[int, int]) -> Recount:
 
 def table_totals(dsn: str, table: str) -> dict[tuple[str, int], int]:
     key, total = SPEED_TABLES[table]
-    rows = query(dsn, f"SELECT {key}, extract(epoch FROM date)::bigint, sum({total})::bigint FROM {table} GROUP BY 1, 2")
+    rows = query(
+        dsn,
+        f"SELECT {key}, extract(epoch FROM date)::bigint, sum({total})::bigint FROM {table} GROUP BY 1, 2",
+    )
     return {(k, int(window)): int(value) for k, window, value in rows}
 
 
@@ -709,7 +856,12 @@ def compare_windows(expected: dict, actual: dict) -> dict:
         "missing_in_postgres": sum(k not in actual for k in wrong),
         "extra_in_postgres": sum(k not in expected for k in wrong),
         "examples": [
-            {"key": k, "window_start": window, "expected": expected.get((k, window)), "postgres": actual.get((k, window))}
+            {
+                "key": k,
+                "window_start": window,
+                "expected": expected.get((k, window)),
+                "postgres": actual.get((k, window)),
+            }
             for k, window in wrong[:5]
         ],
     }
@@ -720,15 +872,23 @@ def raw_offsets(storage: str) -> list[tuple[int, int]]:
     raw = StorageLayout(storage).raw
     if not Path(raw).exists():
         return []
-    table = ds.dataset(raw, format="parquet", partitioning="hive").to_table(columns=["kafka_partition", "kafka_offset"])
-    return list(zip(table.column("kafka_partition").to_pylist(), table.column("kafka_offset").to_pylist()))
+    table = ds.dataset(raw, format="parquet", partitioning="hive").to_table(
+        columns=["kafka_partition", "kafka_offset"]
+    )
+    return list(
+        zip(table.column("kafka_partition").to_pylist(), table.column("kafka_offset").to_pylist())
+    )
 
 
 def verify(dsn: str, storage: str, recount: Recount) -> dict:
     users = {row[0] for row in query(dsn, "SELECT id FROM user_metadata")}
     expected = dict(recount.totals)
-    expected["bytes_agg_user"] = Counter({k: v for k, v in recount.totals["bytes_agg_user"].items() if k[0] in users})
-    windows = {table: compare_windows(expected[table], table_totals(dsn, table)) for table in SPEED_TABLES}
+    expected["bytes_agg_user"] = Counter(
+        {k: v for k, v in recount.totals["bytes_agg_user"].items() if k[0] in users}
+    )
+    windows = {
+        table: compare_windows(expected[table], table_totals(dsn, table)) for table in SPEED_TABLES
+    }
     rows = raw_offsets(storage)
     distinct = set(rows)
     valid_events, quarantined, batches, queries = query(
@@ -740,12 +900,18 @@ def verify(dsn: str, storage: str, recount: Recount) -> dict:
         "events_lost": len(recount.valid_offsets - distinct),
         "events_doubled": len(rows) - len(distinct),
         "raw_rows_not_valid_in_kafka": len(distinct - recount.valid_offsets),
-        "windows_wrong": {**{table: result["wrong"] for table, result in windows.items()}, "total": sum(r["wrong"] for r in windows.values())},
+        "windows_wrong": {
+            **{table: result["wrong"] for table, result in windows.items()},
+            "total": sum(r["wrong"] for r in windows.values()),
+        },
         "windows": windows,
         "progress_check": {
-            "valid_events": int(valid_events), "expected_valid_events": len(recount.valid_offsets),
-            "quarantined_events": int(quarantined), "expected_quarantined_events": recount.malformed,
-            "ok": int(valid_events) == len(recount.valid_offsets) and int(quarantined) == recount.malformed,
+            "valid_events": int(valid_events),
+            "expected_valid_events": len(recount.valid_offsets),
+            "quarantined_events": int(quarantined),
+            "expected_quarantined_events": recount.malformed,
+            "ok": int(valid_events) == len(recount.valid_offsets)
+            and int(quarantined) == recount.malformed,
         },
         "micro_batches_in_progress_table": int(batches),
         "progress_rows": int(queries),
@@ -769,11 +935,21 @@ def run_benchmark(args: argparse.Namespace, logs: Path) -> dict:
     began = time.monotonic()
     create_topic(topic)
     try:
-        with scratch_database("bench_faults") as dsn, tempfile.TemporaryDirectory(prefix="bench-faults-storage-") as storage:
+        with (
+            scratch_database("bench_faults") as dsn,
+            tempfile.TemporaryDirectory(prefix="bench-faults-storage-") as storage,
+        ):
             job_log = logs / "streaming.log"
-            run = FaultRun(topic, plan, faults, Child(streaming_command(topic, dsn, storage), job_log), logs)
-            log.info("stream of %d records over %.0f s (%.0f/s), faults: %s", plan.events, plan.seconds, plan.rate,
-                     ", ".join(f"{f.kind}@{f.at:.0f}s" for f in faults))
+            run = FaultRun(
+                topic, plan, faults, Child(streaming_command(topic, dsn, storage), job_log), logs
+            )
+            log.info(
+                "stream of %d records over %.0f s (%.0f/s), faults: %s",
+                plan.events,
+                plan.seconds,
+                plan.rate,
+                ", ".join(f"{f.kind}@{f.at:.0f}s" for f in faults),
+            )
             try:
                 run.run()
             finally:
@@ -781,19 +957,36 @@ def run_benchmark(args: argparse.Namespace, logs: Path) -> dict:
             stream_seconds = run.clock()
             end_offsets = topic_end_offsets(topic)
             checkpoint = Path(StorageLayout(storage).streaming_checkpoint)
-            drains = drain(streaming_command(topic, dsn, storage, "--available-now"), job_log, checkpoint, topic, end_offsets)
+            drains = drain(
+                streaming_command(topic, dsn, storage, "--available-now"),
+                job_log,
+                checkpoint,
+                topic,
+                end_offsets,
+            )
             recount = recount_topic(topic, end_offsets)
             checks = verify(dsn, storage, recount)
     finally:
         delete_topic(topic)
     return {
         "parameters": {
-            "events": args.events, "seed": args.seed, "rate_requested": args.rate, "rate": round(plan.rate, 1),
-            "stream_seconds_planned": round(plan.seconds, 1), "event_time_start": plan.start, "tick_seconds": plan.tick_seconds,
-            "known_devices": KNOWN_DEVICES, "unknown_devices": UNKNOWN_DEVICES, "malformed_rate": MALFORMED_RATE,
-            "kills": args.kills, "pg_outages": args.pg_outages, "pg_outage_seconds": args.pg_outage_seconds,
-            "broker_restarts": args.broker_restarts, "broker_down_seconds": args.broker_down_seconds,
-            "trigger_seconds": TRIGGER_SECONDS, "master": MASTER,
+            "events": args.events,
+            "seed": args.seed,
+            "rate_requested": args.rate,
+            "rate": round(plan.rate, 1),
+            "stream_seconds_planned": round(plan.seconds, 1),
+            "event_time_start": plan.start,
+            "tick_seconds": plan.tick_seconds,
+            "known_devices": KNOWN_DEVICES,
+            "unknown_devices": UNKNOWN_DEVICES,
+            "malformed_rate": MALFORMED_RATE,
+            "kills": args.kills,
+            "pg_outages": args.pg_outages,
+            "pg_outage_seconds": args.pg_outage_seconds,
+            "broker_restarts": args.broker_restarts,
+            "broker_down_seconds": args.broker_down_seconds,
+            "trigger_seconds": TRIGGER_SECONDS,
+            "master": MASTER,
             "outage_limit_minutes": OUTAGE_LIMIT_MINUTES if job_waits_out_outages() else None,
         },
         "fault_schedule": run.executed_faults(),
@@ -805,10 +998,16 @@ def run_benchmark(args: argparse.Namespace, logs: Path) -> dict:
         "simulator_runs": run.simulator_runs,
         "simulator_failures": sum(r.get("exit_code") not in (0, None) for r in run.simulator_runs),
         "events_sent": {
-            "records": sum(end_offsets.values()), "valid": len(recount.valid_offsets), "malformed": recount.malformed,
+            "records": sum(end_offsets.values()),
+            "valid": len(recount.valid_offsets),
+            "malformed": recount.malformed,
             "per_partition": {str(p): n for p, n in sorted(recount.per_partition.items())},
         },
-        "restarts_the_job_needed": {"count": len(run.job_exits), "exit_codes": [e["exit_code"] for e in run.job_exits], "exits": run.job_exits},
+        "restarts_the_job_needed": {
+            "count": len(run.job_exits),
+            "exit_codes": [e["exit_code"] for e in run.job_exits],
+            "exits": run.job_exits,
+        },
         "drain": drains,
         "micro_batches_logged": batch_lines(job_log),
         **checks,
@@ -820,17 +1019,27 @@ def print_summary(results: dict, out: Path) -> None:
     sent, lost, doubled = results["events_sent"], results["events_lost"], results["events_doubled"]
     wrong, progress = results["windows_wrong"], results["progress_check"]
     needed = results["restarts_the_job_needed"]
-    print(f"faults executed: {results['faults_executed']} in {results['stream_seconds']:.0f} s of stream")
-    print(f"events sent: {sent['records']:,} records, {sent['valid']:,} valid, {sent['malformed']:,} malformed"
-          f" ({results['simulator_failures']} simulator failures)")
-    print(f"events lost: {lost}, doubled: {doubled}, raw rows not valid in Kafka: {results['raw_rows_not_valid_in_kafka']}")
+    print(
+        f"faults executed: {results['faults_executed']} in {results['stream_seconds']:.0f} s of stream"
+    )
+    print(
+        f"events sent: {sent['records']:,} records, {sent['valid']:,} valid, {sent['malformed']:,} malformed"
+        f" ({results['simulator_failures']} simulator failures)"
+    )
+    print(
+        f"events lost: {lost}, doubled: {doubled}, raw rows not valid in Kafka: {results['raw_rows_not_valid_in_kafka']}"
+    )
     print("windows wrong: " + ", ".join(f"{table} {n}" for table, n in wrong.items()))
-    print(f"progress table: {progress['valid_events']:,} valid / {progress['quarantined_events']:,} quarantined,"
-          f" recount {progress['expected_valid_events']:,} / {progress['expected_quarantined_events']:,}"
-          f" ({'ok' if progress['ok'] else 'DIFFERENT'})")
+    print(
+        f"progress table: {progress['valid_events']:,} valid / {progress['quarantined_events']:,} quarantined,"
+        f" recount {progress['expected_valid_events']:,} / {progress['expected_quarantined_events']:,}"
+        f" ({'ok' if progress['ok'] else 'DIFFERENT'})"
+    )
     print(f"restarts the job needed: {needed['count']} (exit codes {needed['exit_codes']})")
-    print(f"micro-batches: {results['micro_batches_in_progress_table']:,} in PostgreSQL, logged {results['micro_batches_logged']};"
-          f" drain attempts {len(results['drain'])}, complete {results['drain'][-1]['complete'] if results['drain'] else False}")
+    print(
+        f"micro-batches: {results['micro_batches_in_progress_table']:,} in PostgreSQL, logged {results['micro_batches_logged']};"
+        f" drain attempts {len(results['drain'])}, complete {results['drain'][-1]['complete'] if results['drain'] else False}"
+    )
     print(f"runtime {results['runtime_seconds']:.0f} s; figures in {out}")
     print("PASS" if results["ok"] else "FAIL")
 
@@ -841,7 +1050,9 @@ def _interrupt(signum, frame) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # kafka-python logs every refused connection while the broker is down on purpose.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -851,11 +1062,20 @@ def main(argv=None) -> None:
     require_local_services()
     logs = Path(tempfile.mkdtemp(prefix="bench-faults-logs-"))
     results = {
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         **run_benchmark(args, logs),
     }
-    results["ok"] = results["events_lost"] == results["events_doubled"] == results["windows_wrong"]["total"] == 0
+    results["ok"] = (
+        results["events_lost"]
+        == results["events_doubled"]
+        == results["windows_wrong"]["total"]
+        == 0
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_summary(results, args.out)

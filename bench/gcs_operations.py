@@ -31,7 +31,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -52,10 +52,18 @@ REQUEST_LINE = re.compile(r'\\"(GET|POST|PUT|PATCH|DELETE) (\S+) HTTP')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.gcs_operations", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=int, default=2000, help="events per second of the live stream")
-    parser.add_argument("--seconds", type=float, default=60, help="how long to count, once the job is warm")
-    parser.add_argument("--trigger-seconds", type=float, default=2.0, help="the streaming job's trigger")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.gcs_operations", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--rate", type=int, default=2000, help="events per second of the live stream"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=60, help="how long to count, once the job is warm"
+    )
+    parser.add_argument(
+        "--trigger-seconds", type=float, default=2.0, help="the streaming job's trigger"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -83,7 +91,9 @@ def committed_batches(emulator: GcsEmulator, root_prefix: str) -> int:
     return sum(1 for name in names if name.rsplit("/", 1)[1].isdigit())
 
 
-def wait_for_batches(emulator: GcsEmulator, root_prefix: str, at_least: int, process, timeout: float = 300) -> int:
+def wait_for_batches(
+    emulator: GcsEmulator, root_prefix: str, at_least: int, process, timeout: float = 300
+) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -124,7 +134,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
                 before = log_path.read_text(errors="replace")
                 time.sleep(args.seconds)
                 last = committed_batches(emulator, root_prefix)
-                during = log_path.read_text(errors="replace")[len(before):]
+                during = log_path.read_text(errors="replace")[len(before) :]
             finally:
                 os.killpg(job.pid, signal.SIGTERM)
                 job.wait(timeout=120)
@@ -156,12 +166,20 @@ def figures(counts: Counter, batches: int, args: argparse.Namespace) -> dict:
         }
 
     return {
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "stream": {"events_per_second": args.rate, "trigger_seconds": args.trigger_seconds, "seconds_counted": args.seconds},
+        "stream": {
+            "events_per_second": args.rate,
+            "trigger_seconds": args.trigger_seconds,
+            "seconds_counted": args.seconds,
+        },
         "micro_batches_counted": batches,
         "requests_counted": dict(counts),
-        "per_micro_batch": {"class_a": per_batch["A"], "class_b": per_batch["B"], "deletes": per_batch["free"]},
+        "per_micro_batch": {
+            "class_a": per_batch["A"],
+            "class_b": per_batch["B"],
+            "deletes": per_batch["free"],
+        },
         "prices_usd_per_1000": {"class_a": CLASS_A_PER_1000, "class_b": CLASS_B_PER_1000},
         "per_month_at_2s_trigger": per_month(2.0),
         "per_month_at_5s_trigger": per_month(5.0),

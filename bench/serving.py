@@ -24,7 +24,7 @@ import platform
 import re
 import statistics
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -40,25 +40,50 @@ GOAL_MS = 100.0
 DASHBOARD_RANGE = timedelta(days=7)
 ANTENNAS = 5
 SPEED_TABLES = ("bytes_agg_antenna", "bytes_agg_user", "bytes_agg_app")
-BATCH_TABLES = ("bytes_agg_antenna_1h", "bytes_agg_user_1h", "bytes_agg_app_1h", "users_over_quota_1h", "batch_hour_runs")
+BATCH_TABLES = (
+    "bytes_agg_antenna_1h",
+    "bytes_agg_user_1h",
+    "bytes_agg_app_1h",
+    "users_over_quota_1h",
+    "batch_hour_runs",
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.serving", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--days", type=int, default=365, help="days of synthetic data, ending with the current hour")
-    parser.add_argument("--open-hours", type=int, default=3, help="most recent hours the batch layer has not closed")
-    parser.add_argument("--runs", type=int, default=5, help="runs of each query (the median is reported)")
-    parser.add_argument("--seed", type=float, default=0.7, help="PostgreSQL setseed() of the generated values")
-    parser.add_argument("--no-comparison", action="store_true", help="skip the runs without the V004 indexes")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.serving", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--days", type=int, default=365, help="days of synthetic data, ending with the current hour"
+    )
+    parser.add_argument(
+        "--open-hours", type=int, default=3, help="most recent hours the batch layer has not closed"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=5, help="runs of each query (the median is reported)"
+    )
+    parser.add_argument(
+        "--seed", type=float, default=0.7, help="PostgreSQL setseed() of the generated values"
+    )
+    parser.add_argument(
+        "--no-comparison", action="store_true", help="skip the runs without the V004 indexes"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if args.days < 1 or args.runs < 1 or not 0 <= args.open_hours <= args.days * 24 or not 0 <= args.seed <= 1:
-        parser.error("need --days >= 1, --runs >= 1, 0 <= --open-hours <= the span's hours, 0 <= --seed <= 1")
+    if (
+        args.days < 1
+        or args.runs < 1
+        or not 0 <= args.open_hours <= args.days * 24
+        or not 0 <= args.seed <= 1
+    ):
+        parser.error(
+            "need --days >= 1, --runs >= 1, 0 <= --open-hours <= the span's hours, 0 <= --seed <= 1"
+        )
     return args
 
 
 def current_hour() -> datetime:
-    return datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -67,7 +92,13 @@ def current_hour() -> datetime:
 def generate_year(dsn: str, args: argparse.Namespace) -> dict:
     hours = args.days * 24
     first_hour = current_hour() - timedelta(hours=hours - 1)
-    params = {"first_hour": first_hour, "hours": hours, "open_hours": args.open_hours, "antennas": ANTENNAS, "seed": args.seed}
+    params = {
+        "first_hour": first_hour,
+        "hours": hours,
+        "open_hours": args.open_hours,
+        "antennas": ANTENNAS,
+        "seed": args.seed,
+    }
     started = time.monotonic()
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute((SQL_DIR / "synthetic_year.sql").read_text(), params)
@@ -125,7 +156,9 @@ def plan_nodes(node: dict) -> list[str]:
     return [label] + [child for sub in node.get("Plans", []) for child in plan_nodes(sub)]
 
 
-def measure(dsn: str, queries: dict[str, str], ranges: dict[str, dict], runs: int, warm_up: bool = True) -> dict:
+def measure(
+    dsn: str, queries: dict[str, str], ranges: dict[str, dict], runs: int, warm_up: bool = True
+) -> dict:
     """{range: {query: figures}}; one warm-up run of each query first, as a dashboard's refresh is."""
     results = {}
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
@@ -136,12 +169,18 @@ def measure(dsn: str, queries: dict[str, str], ranges: dict[str, dict], runs: in
                     explain_analyze(cur, query, params)
                 plans = [explain_analyze(cur, query, params) for _ in range(runs)]
                 totals = [plan["Planning Time"] + plan["Execution Time"] for plan in plans]
-                scans = sorted({n for n in plan_nodes(plans[-1]["Plan"]) if "Scan" in n and " on " in n})
+                scans = sorted(
+                    {n for n in plan_nodes(plans[-1]["Plan"]) if "Scan" in n and " on " in n}
+                )
                 results[range_name][name] = {
                     "median_ms": round(statistics.median(totals), 2),
                     "runs_ms": [round(t, 2) for t in totals],
-                    "median_execution_ms": round(statistics.median(p["Execution Time"] for p in plans), 2),
-                    "median_planning_ms": round(statistics.median(p["Planning Time"] for p in plans), 2),
+                    "median_execution_ms": round(
+                        statistics.median(p["Execution Time"] for p in plans), 2
+                    ),
+                    "median_planning_ms": round(
+                        statistics.median(p["Planning Time"] for p in plans), 2
+                    ),
                     "rows": plans[-1]["Plan"]["Actual Rows"],
                     "scans": scans,
                 }
@@ -175,7 +214,12 @@ def time_ranges(now: datetime) -> dict[str, dict]:
 
 def goal(figures: dict) -> dict:
     worst = max(figures["last_7_days"].values(), key=lambda f: f["median_ms"])["median_ms"]
-    return {"dashboard_range": "last 7 days", "per_query_ms_at_most": GOAL_MS, "slowest_median_ms": worst, "met": worst < GOAL_MS}
+    return {
+        "dashboard_range": "last 7 days",
+        "per_query_ms_at_most": GOAL_MS,
+        "slowest_median_ms": worst,
+        "met": worst < GOAL_MS,
+    }
 
 
 def machine(dsn: str) -> dict:
@@ -196,17 +240,22 @@ def print_figures(title: str, figures: dict) -> None:
     print(f"\n{title}")
     for range_name, per_query in figures.items():
         for name, result in per_query.items():
-            print(f"  {range_name:12} {name:22} median {result['median_ms']:9.2f} ms  ({result['rows']} rows)")
+            print(
+                f"  {range_name:12} {name:22} median {result['median_ms']:9.2f} ms  ({result['rows']} rows)"
+            )
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     queries = dashboard_queries()
     with scratch_database("bench_serving") as dsn:
         data = generate_year(dsn, args)
-        print(f"generated {args.days} days: {data['rows']} in {data['generation_seconds']} s", flush=True)
-        ranges = time_ranges(datetime.now(timezone.utc))
+        print(
+            f"generated {args.days} days: {data['rows']} in {data['generation_seconds']} s",
+            flush=True,
+        )
+        ranges = time_ranges(datetime.now(UTC))
         indexed = measure(dsn, queries, ranges, args.runs)
         print_figures("with the serving indexes (V004)", indexed)
         without = None
@@ -214,8 +263,13 @@ def main(argv=None) -> None:
             dropped = drop_serving_indexes(dsn)
             # Seconds per query without them: one run, over the dashboard's range only.
             dashboard_range = {"last_7_days": ranges["last_7_days"]}
-            without = {"dropped_indexes": dropped, **measure(dsn, queries, dashboard_range, runs=1, warm_up=False)}
-            print_figures("without them", {k: v for k, v in without.items() if k != "dropped_indexes"})
+            without = {
+                "dropped_indexes": dropped,
+                **measure(dsn, queries, dashboard_range, runs=1, warm_up=False),
+            }
+            print_figures(
+                "without them", {k: v for k, v in without.items() if k != "dropped_indexes"}
+            )
         server = machine(dsn)
 
     results = {
@@ -224,15 +278,17 @@ def main(argv=None) -> None:
         "input": {**data, "antennas": ANTENNAS, "users": 20, "apps": 5, "seed": args.seed},
         "runs": args.runs,
         "what": "EXPLAIN (ANALYZE, BUFFERS) of each dashboard query (bench/serving_sql/dashboard/); "
-                "planning + execution time, median of runs after one warm-up run",
+        "planning + execution time, median of runs after one warm-up run",
         "goal": goal(indexed),
         "with_serving_indexes": indexed,
         "without_serving_indexes": without,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"\ngoal (< {GOAL_MS:.0f} ms per query over the last 7 days): {'met' if results['goal']['met'] else 'NOT met'}; "
-          f"figures in {args.out.relative_to(REPO_ROOT) if args.out.is_relative_to(REPO_ROOT) else args.out}")
+    print(
+        f"\ngoal (< {GOAL_MS:.0f} ms per query over the last 7 days): {'met' if results['goal']['met'] else 'NOT met'}; "
+        f"figures in {args.out.relative_to(REPO_ROOT) if args.out.is_relative_to(REPO_ROOT) else args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg2
@@ -44,13 +44,33 @@ GROUP_SECONDS = 0.1
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.streaming", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=500_000, help="events drained per throughput run")
-    parser.add_argument("--runs", type=int, default=3, help="throughput runs (the median is reported)")
-    parser.add_argument("--latency-rate", type=int, default=10_000, help="events per second in the latency test")
-    parser.add_argument("--latency-seconds", type=int, default=60, help="length of the latency test")
-    parser.add_argument("--warmup-seconds", type=int, default=30, help="steady load before the latency test, not measured (JIT, caches)")
-    parser.add_argument("--trigger-seconds", type=float, default=1.0, help="micro-batch interval in the latency test")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.streaming", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--events", type=int, default=500_000, help="events drained per throughput run"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="throughput runs (the median is reported)"
+    )
+    parser.add_argument(
+        "--latency-rate", type=int, default=10_000, help="events per second in the latency test"
+    )
+    parser.add_argument(
+        "--latency-seconds", type=int, default=60, help="length of the latency test"
+    )
+    parser.add_argument(
+        "--warmup-seconds",
+        type=int,
+        default=30,
+        help="steady load before the latency test, not measured (JIT, caches)",
+    )
+    parser.add_argument(
+        "--trigger-seconds",
+        type=float,
+        default=1.0,
+        help="micro-batch interval in the latency test",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -70,25 +90,51 @@ def delete_topic(name: str) -> None:
 def load_events(topic: str, count: int) -> dict:
     started = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "simulator", "--topic", topic, "--events", str(count), "--rate", "0", "--seed", "1",
-         "--start", "2026-11-27T00:00:00Z", "--tick-seconds", "1", "--no-progress"],
-        cwd=REPO_ROOT, check=True,
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "--topic",
+            topic,
+            "--events",
+            str(count),
+            "--rate",
+            "0",
+            "--seed",
+            "1",
+            "--start",
+            "2026-11-27T00:00:00Z",
+            "--tick-seconds",
+            "1",
+            "--no-progress",
+        ],
+        cwd=REPO_ROOT,
+        check=True,
     )
     elapsed = time.monotonic() - started
-    return {"events": count, "seconds": round(elapsed, 2), "events_per_second": round(count / elapsed)}
+    return {
+        "events": count,
+        "seconds": round(elapsed, 2),
+        "events_per_second": round(count / elapsed),
+    }
 
 
 def streaming_args(topic: str, dsn: str, storage: str, *extra: str):
     from spark_jobs.streaming import parse_args as streaming_parse_args
 
-    return streaming_parse_args(["--topic", topic, "--pg-dsn", dsn, "--storage-root", storage, *extra])
+    return streaming_parse_args(
+        ["--topic", topic, "--pg-dsn", dsn, "--storage-root", storage, *extra]
+    )
 
 
 def drain_once(spark, topic: str, expected_events: int) -> dict:
     from spark_jobs.storage import StorageLayout
     from spark_jobs.streaming import outage_policy, speed_layer_batch, start_query
 
-    with scratch_database("bench") as dsn, tempfile.TemporaryDirectory(prefix="bench-storage-") as storage:
+    with (
+        scratch_database("bench") as dsn,
+        tempfile.TemporaryDirectory(prefix="bench-storage-") as storage,
+    ):
         args = streaming_args(topic, dsn, storage, "--available-now")
         batch = speed_layer_batch(spark, args, StorageLayout(storage), outage_policy(args))
         started = time.monotonic()
@@ -96,12 +142,18 @@ def drain_once(spark, topic: str, expected_events: int) -> dict:
         query.awaitTermination()
         elapsed = time.monotonic() - started
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-            cur.execute("SELECT sum(valid_events), sum(last_batch_id + 1) FROM speed_layer_progress")
+            cur.execute(
+                "SELECT sum(valid_events), sum(last_batch_id + 1) FROM speed_layer_progress"
+            )
             events, batches = (int(value) for value in cur.fetchone())
         conn.close()
     if events != expected_events:
         raise SystemExit(f"error: drained {events} events, expected {expected_events}")
-    return {"seconds": round(elapsed, 2), "events_per_second": round(events / elapsed), "micro_batches": int(batches)}
+    return {
+        "seconds": round(elapsed, 2),
+        "events_per_second": round(events / elapsed),
+        "micro_batches": int(batches),
+    }
 
 
 def throughput(args: argparse.Namespace) -> dict:
@@ -140,7 +192,9 @@ class SteadyProducer(threading.Thread):
         self.groups: dict[str, dict] = {}
 
     def run(self) -> None:
-        producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers(), acks="all", linger_ms=5)
+        producer = KafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers(), acks="all", linger_ms=5
+        )
         per_group = int(self.rate * GROUP_SECONDS)
         start = time.monotonic()
         for group in range(self.warmup_groups + int(self.seconds / GROUP_SECONDS)):
@@ -150,13 +204,17 @@ class SteadyProducer(threading.Thread):
             antenna = f"{self.prefix if measured else 'warm-up-'}{group}"
             now = int(time.time())
             for i in range(per_group):
-                value = b'{"bytes":%d,"timestamp":%d,"app":"SKYPE","id":"00000000-0000-0000-0000-0000000000%02d","antenna_id":"%s"}' % (
-                    i, now, i % 20 + 1, antenna.encode()
+                value = (
+                    b'{"bytes":%d,"timestamp":%d,"app":"SKYPE","id":"00000000-0000-0000-0000-0000000000%02d","antenna_id":"%s"}'
+                    % (i, now, i % 20 + 1, antenna.encode())
                 )
                 producer.send(self.topic, value)
             producer.flush()
             if measured:
-                self.groups[antenna] = {"sent_at": time.time(), "bytes": per_group * (per_group - 1) // 2}
+                self.groups[antenna] = {
+                    "sent_at": time.time(),
+                    "bytes": per_group * (per_group - 1) // 2,
+                }
         producer.close()
 
 
@@ -180,7 +238,9 @@ def poll_visibility(dsn: str, producer: SteadyProducer, deadline: float) -> list
         time.sleep(0.05)
     conn.close()
     if len(latencies) < len(producer.groups):
-        raise SystemExit(f"error: only {len(latencies)} of {len(producer.groups)} groups became visible in PostgreSQL")
+        raise SystemExit(
+            f"error: only {len(latencies)} of {len(producer.groups)} groups became visible in PostgreSQL"
+        )
     return list(latencies.values())
 
 
@@ -188,21 +248,46 @@ def latency(args: argparse.Namespace) -> dict:
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     create_topic(topic)
     try:
-        with scratch_database("bench") as dsn, tempfile.TemporaryDirectory(prefix="bench-storage-") as storage:
+        with (
+            scratch_database("bench") as dsn,
+            tempfile.TemporaryDirectory(prefix="bench-storage-") as storage,
+        ):
             send_warm_up_event(topic)
             job = subprocess.Popen(
-                [sys.executable, "-m", "spark_jobs.streaming", "--topic", topic, "--pg-dsn", dsn, "--storage-root", storage,
-                 "--trigger-seconds", str(args.trigger_seconds), "--starting-offsets", "earliest"],
-                cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "spark_jobs.streaming",
+                    "--topic",
+                    topic,
+                    "--pg-dsn",
+                    dsn,
+                    "--storage-root",
+                    storage,
+                    "--trigger-seconds",
+                    str(args.trigger_seconds),
+                    "--starting-offsets",
+                    "earliest",
+                ],
+                cwd=REPO_ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             try:
                 wait_until_running(dsn)
                 producer = SteadyProducer(
-                    topic, args.latency_rate, args.latency_seconds, prefix=f"lat-{uuid.uuid4().hex[:4]}-",
+                    topic,
+                    args.latency_rate,
+                    args.latency_seconds,
+                    prefix=f"lat-{uuid.uuid4().hex[:4]}-",
                     warmup_seconds=args.warmup_seconds,
                 )
                 producer.start()
-                samples = poll_visibility(dsn, producer, time.monotonic() + args.warmup_seconds + args.latency_seconds + 120)
+                samples = poll_visibility(
+                    dsn,
+                    producer,
+                    time.monotonic() + args.warmup_seconds + args.latency_seconds + 120,
+                )
             finally:
                 job.terminate()
                 job.wait(timeout=60)
@@ -224,7 +309,11 @@ def latency(args: argparse.Namespace) -> dict:
 
 def send_warm_up_event(topic: str) -> None:
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers(), acks="all")
-    producer.send(topic, b'{"bytes":0,"timestamp":%d,"app":"SKYPE","id":"warm-up","antenna_id":"warm-up"}' % int(time.time()))
+    producer.send(
+        topic,
+        b'{"bytes":0,"timestamp":%d,"app":"SKYPE","id":"warm-up","antenna_id":"warm-up"}'
+        % int(time.time()),
+    )
     producer.flush()
     producer.close()
 
@@ -245,11 +334,17 @@ def wait_until_running(dsn: str, timeout: float = 120) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     results = {
-        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "throughput": throughput(args),
         "latency": latency(args),
     }

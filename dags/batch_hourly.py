@@ -39,18 +39,20 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, chain
-
-from common import settings
 from platform_airflow.hours import batch_hour
 from platform_airflow.quality import SpeedDriftOperator
 from platform_airflow.runners import batch_runner, build_batch_task
 from platform_airflow.sensors import SpeedLayerCaughtUpSensor
 
+from common import settings
+
 RUNNER = batch_runner()
 POSTGRES_CONN_ID = "platform_postgres"
 # catchup: unpausing the DAG schedules every hour since START_DATE (env BATCH_START_DATE, read when
 # the file is parsed: a new deployment starts where its data does, not with months of empty hours).
-START_DATE = pendulum.parse(os.environ.get("BATCH_START_DATE", "2026-11-27T00:00:00Z")).in_timezone("UTC")
+START_DATE = pendulum.parse(os.environ.get("BATCH_START_DATE", "2026-11-27T00:00:00Z")).in_timezone(
+    "UTC"
+)
 MAX_ACTIVE_RUNS = 2
 
 # The hour is the data interval's start, or conf["hour"] of a republication (platform_airflow.hours):
@@ -64,7 +66,9 @@ HOUR_ID_LOWER = "{{ %s.strftime('%%Y%%m%%dt%%H') }}" % THE_HOUR
 # Connection POSTGRES_CONN_ID as a libpq URI: the job writes to the database the checks read.
 PG_DSN = "{{ conn.platform_postgres.get_uri() }}"
 LATENESS_MINUTES = "{{ var.value.get('batch_lateness_minutes', 10) }}"
-KAFKA_BOOTSTRAP_SERVERS = f"{{{{ var.value.get('kafka_bootstrap_servers', '{settings.kafka_bootstrap_servers()}') }}}}"
+KAFKA_BOOTSTRAP_SERVERS = (
+    f"{{{{ var.value.get('kafka_bootstrap_servers', '{settings.kafka_bootstrap_servers()}') }}}}"
+)
 KAFKA_TOPIC = f"{{{{ var.value.get('kafka_topic', '{settings.kafka_topic()}') }}}}"
 COMPLETENESS_ARGS = [
     "--bootstrap-servers", KAFKA_BOOTSTRAP_SERVERS, "--topic", KAFKA_TOPIC, "--lateness-minutes", LATENESS_MINUTES,
@@ -74,7 +78,9 @@ CODE_URI = "{{ var.value.code_uri }}"
 # On Dataproc the job reads the DSN from the Secret Manager version of Variable `pg_dsn_secret`
 # when it is set, so that the password is not in the job's arguments; else from the connection.
 PG_DSN_SECRET = "{{ var.value.get('pg_dsn_secret', '') }}"
-CLOUD_PG_DSN = "{{ '' if var.value.get('pg_dsn_secret', '') else conn.platform_postgres.get_uri() }}"
+CLOUD_PG_DSN = (
+    "{{ '' if var.value.get('pg_dsn_secret', '') else conn.platform_postgres.get_uri() }}"
+)
 
 LOCAL_JOB_ARGS = ["--hour", HOUR_FLAG, "--pg-dsn", PG_DSN, *COMPLETENESS_ARGS]
 CLOUD_JOB_ARGS = [
@@ -133,6 +139,8 @@ with DAG(
         execution_timeout=timedelta(hours=1),
     )
 
-    measure_speed_drift = SpeedDriftOperator(task_id="measure_speed_drift", conn_id=POSTGRES_CONN_ID, hour=HOUR_START)
+    measure_speed_drift = SpeedDriftOperator(
+        task_id="measure_speed_drift", conn_id=POSTGRES_CONN_ID, hour=HOUR_START
+    )
 
     chain(wait_for_complete_hour, run_batch, measure_speed_drift)

@@ -22,7 +22,6 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, task
 from airflow.timetables.trigger import CronTriggerTimetable
-
 from platform_airflow.hours import HOUR_CONF_KEY
 
 POSTGRES_CONN_ID = "platform_postgres"
@@ -48,7 +47,9 @@ with DAG(
     @task
     def find_hours_to_republish() -> list[dict]:
         """One trigger per hour to publish again: its run id, its conf and when it may run."""
-        rows = PostgresHook(postgres_conn_id=POSTGRES_CONN_ID).get_records(HOURS_TO_REPUBLISH, parameters=(MAX_HOURS_PER_CYCLE,))
+        rows = PostgresHook(postgres_conn_id=POSTGRES_CONN_ID).get_records(
+            HOURS_TO_REPUBLISH, parameters=(MAX_HOURS_PER_CYCLE,)
+        )
         now = pendulum.now("UTC").isoformat()
         return [
             {

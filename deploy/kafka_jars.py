@@ -56,8 +56,12 @@ def read_lock(path: Path = LOCK_FILE) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.kafka_jars", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="compare with the lock instead of writing it")
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.kafka_jars", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="compare with the lock instead of writing it"
+    )
     args = parser.parse_args(argv)
     scratch = Path(tempfile.mkdtemp(prefix="kafka-vm-jars-"))
     try:

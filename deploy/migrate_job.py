@@ -27,7 +27,9 @@ def find_bundle(search_path: list[str]) -> Path:
     for entry in search_path:
         if Path(entry).name == BUNDLE_NAME and zipfile.is_zipfile(entry):
             return Path(entry)
-    raise SystemExit(f"error: {BUNDLE_NAME} is not on the Python path; submit the job with --py-files .../{BUNDLE_NAME}")
+    raise SystemExit(
+        f"error: {BUNDLE_NAME} is not on the Python path; submit the job with --py-files .../{BUNDLE_NAME}"
+    )
 
 
 def unpack_bundle(bundle: Path, target: Path) -> Path:
@@ -39,7 +41,9 @@ def unpack_bundle(bundle: Path, target: Path) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="migrate_job.py", description="Apply the schema migrations and the users seed.")
+    parser = argparse.ArgumentParser(
+        prog="migrate_job.py", description="Apply the schema migrations and the users seed."
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pg-dsn", help="libpq URI of the database")
     source.add_argument("--pg-dsn-secret", help="Secret Manager version holding the libpq URI")

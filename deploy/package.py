@@ -84,13 +84,23 @@ def build(target_dir: Path = BUILD_DIR, jars: list[Path] | None = None) -> list[
     target_dir.mkdir(parents=True)
     bundle = write_bundle(target_dir / BUNDLE_NAME)
     mains = copy_main_files(target_dir)
-    copied_jars = copy_connector_jars(target_dir, spark_kafka_connector_jars() if jars is None else jars)
+    copied_jars = copy_connector_jars(
+        target_dir, spark_kafka_connector_jars() if jars is None else jars
+    )
     return [bundle, *mains, *copied_jars]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.package", description="Build the code Terraform uploads for Dataproc.")
-    parser.add_argument("--out", type=Path, default=BUILD_DIR, help=f"target folder (default: {BUILD_DIR.relative_to(REPO_ROOT)})")
+    parser = argparse.ArgumentParser(
+        prog="python -m deploy.package",
+        description="Build the code Terraform uploads for Dataproc.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=BUILD_DIR,
+        help=f"target folder (default: {BUILD_DIR.relative_to(REPO_ROOT)})",
+    )
     args = parser.parse_args(argv)
     files = build(args.out)
     print(f"package: {len(files)} files in {args.out}")

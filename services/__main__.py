@@ -13,7 +13,13 @@ import sys
 import time
 from pathlib import Path
 
-from common.settings import kafka_bootstrap_servers, kafka_topic, pg_dsn, spark_jars_dir, storage_root
+from common.settings import (
+    kafka_bootstrap_servers,
+    kafka_topic,
+    pg_dsn,
+    spark_jars_dir,
+    storage_root,
+)
 from services import kafka, maven, postgres
 from services.errors import ServiceError
 from services.migrate import migrate
@@ -34,11 +40,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "up",
         help="fetch jars, start Kafka and PostgreSQL (or check the given ones), ensure the topic, migrate, load users",
     )
-    commands.add_parser("down", help="stop the Kafka and PostgreSQL that `up` started (fine if none runs)")
+    commands.add_parser(
+        "down", help="stop the Kafka and PostgreSQL that `up` started (fine if none runs)"
+    )
     commands.add_parser("status", help="show what runs and where")
-    migrate_parser = commands.add_parser("migrate", help="apply the schema migrations and the users seed to a database")
+    migrate_parser = commands.add_parser(
+        "migrate", help="apply the schema migrations and the users seed to a database"
+    )
     migrate_parser.add_argument(
-        "--dsn", default=None, help="libpq URI of the database (default: PG_DSN, else the local server's)"
+        "--dsn",
+        default=None,
+        help="libpq URI of the database (default: PG_DSN, else the local server's)",
     )
     return parser.parse_args(argv)
 

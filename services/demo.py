@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from datetime import datetime, timedelta, timezone
 
 import psycopg2
 
@@ -32,7 +32,7 @@ PER_USER = """
 
 
 def last_complete_hour() -> datetime:
-    return datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
 
 
 def run_step(title: str, *command: str) -> None:
@@ -42,17 +42,36 @@ def run_step(title: str, *command: str) -> None:
 
 def print_table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
     print(f"\n{title}")
-    widths = [max(len(str(v)) for v in column) for column in zip(header, *rows)] if rows else [len(h) for h in header]
+    widths = (
+        [max(len(str(v)) for v in column) for column in zip(header, *rows)]
+        if rows
+        else [len(h) for h in header]
+    )
     for row in (header, *rows):
-        print("  " + "  ".join(str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w) for v, w in zip(row, widths)))
+        print(
+            "  "
+            + "  ".join(
+                str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w)
+                for v, w in zip(row, widths)
+            )
+        )
 
 
 def run_batch_hourly(hour: datetime) -> None:
     """Through Airflow, as an operator would: `dags test` takes the end of the hour."""
     end = (hour + timedelta(hours=1)).isoformat()
-    command = [str(Path(__file__).resolve().parents[1] / "airflow.sh"), "dags", "test", "batch_hourly", end]
-    print(f"\n==> batch layer: Airflow DAG batch_hourly for the hour {hour:%H:%M}-{hour + timedelta(hours=1):%H:%M} UTC"
-          f"\n    ./airflow.sh dags test batch_hourly {end}", flush=True)
+    command = [
+        str(Path(__file__).resolve().parents[1] / "airflow.sh"),
+        "dags",
+        "test",
+        "batch_hourly",
+        end,
+    ]
+    print(
+        f"\n==> batch layer: Airflow DAG batch_hourly for the hour {hour:%H:%M}-{hour + timedelta(hours=1):%H:%M} UTC"
+        f"\n    ./airflow.sh dags test batch_hourly {end}",
+        flush=True,
+    )
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         print(result.stdout[-4000:], result.stderr[-4000:], sep="\n")
@@ -86,13 +105,17 @@ def main() -> None:
         "0.01",
         "--no-progress",
     )
-    run_step("draining the topic with the streaming job", "-m", "spark_jobs.streaming", "--available-now")
+    run_step(
+        "draining the topic with the streaming job", "-m", "spark_jobs.streaming", "--available-now"
+    )
     run_batch_hourly(hour)
 
     conn = psycopg2.connect(settings.pg_dsn())
     with conn.cursor() as cur:
         results = query_all(cur, {"antenna": PER_ANTENNA, "app": PER_APP, "user": PER_USER}, hour)
-        hourly = query_all(cur, {"antenna": HOURLY_ANTENNA, "app": HOURLY_APP, "over": HOURLY_OVER_QUOTA}, hour)
+        hourly = query_all(
+            cur, {"antenna": HOURLY_ANTENNA, "app": HOURLY_APP, "over": HOURLY_OVER_QUOTA}, hour
+        )
         cur.execute("SELECT sum(valid_events), sum(quarantined_events) FROM speed_layer_progress")
         events, quarantined = cur.fetchone()
     conn.close()
@@ -100,7 +123,10 @@ def main() -> None:
     print(f"\nSpeed layer totals for the hour starting {hour_text} (sum of its 5-minute windows):")
     print_table("Bytes per antenna", ("antenna_id", "bytes"), results["antenna"])
     print_table("Bytes per app", ("app", "bytes"), results["app"])
-    over = [(email, total, quota, "over quota" if total > quota else "") for email, total, quota in results["user"]]
+    over = [
+        (email, total, quota, "over quota" if total > quota else "")
+        for email, total, quota in results["user"]
+    ]
     print_table("Bytes per user", ("email", "bytes", "quota", ""), over)
     print(f"\nBatch layer, the exact hour {hour_text} (bytes_agg_*_1h, users_over_quota_1h):")
     print_table("Bytes per antenna", ("antenna_id", "bytes"), hourly["antenna"])
@@ -109,7 +135,9 @@ def main() -> None:
     layout = StorageLayout(settings.storage_root())
     print(f"\nEvents processed so far: {events} valid, {quarantined} quarantined")
     print(f"Raw Parquet:  {layout.raw}  (partitioned by event_hour, then micro-batch)")
-    print(f"Compacted:    {layout.compacted}  (closed hours, one file each, 5 minutes after they end)")
+    print(
+        f"Compacted:    {layout.compacted}  (closed hours, one file each, 5 minutes after they end)"
+    )
     print(f"Quarantine:   {layout.quarantine}")
     print(f"Checkpoint:   {layout.streaming_checkpoint}")
     print(f"PostgreSQL:   {settings.pg_dsn()}")

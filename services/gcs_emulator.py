@@ -18,7 +18,9 @@ from pathlib import Path
 from common.settings import REPO_ROOT
 
 FAKE_GCS_SERVER_VERSION = "v1.56.1"
-BINARY = REPO_ROOT / ".state" / "tools" / "go" / "bin" / f"fake-gcs-server-{FAKE_GCS_SERVER_VERSION}"
+BINARY = (
+    REPO_ROOT / ".state" / "tools" / "go" / "bin" / f"fake-gcs-server-{FAKE_GCS_SERVER_VERSION}"
+)
 
 
 def free_port() -> int:
@@ -64,8 +66,16 @@ class GcsEmulator:
         self.process.terminate()
         self.process.wait(timeout=30)
 
-    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str = "application/json") -> bytes:
-        request = urllib.request.Request(self.url + path, data=body, method=method, headers={"Content-Type": content_type})
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> bytes:
+        request = urllib.request.Request(
+            self.url + path, data=body, method=method, headers={"Content-Type": content_type}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.read()
 
@@ -77,15 +87,21 @@ class GcsEmulator:
         names, token = [], None
         while True:
             query = {"prefix": prefix, **({"pageToken": token} if token else {})}
-            page = json.loads(self._request("GET", f"/storage/v1/b/{bucket}/o?{urllib.parse.urlencode(query)}"))
+            page = json.loads(
+                self._request("GET", f"/storage/v1/b/{bucket}/o?{urllib.parse.urlencode(query)}")
+            )
             names += [item["name"] for item in page.get("items", [])]
             token = page.get("nextPageToken")
             if not token:
                 return sorted(names)
 
     def read(self, bucket: str, name: str) -> bytes:
-        return self._request("GET", f"/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}?alt=media")
+        return self._request(
+            "GET", f"/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}?alt=media"
+        )
 
     def write(self, bucket: str, name: str, data: bytes) -> None:
         query = urllib.parse.urlencode({"uploadType": "media", "name": name})
-        self._request("POST", f"/upload/storage/v1/b/{bucket}/o?{query}", data, "application/octet-stream")
+        self._request(
+            "POST", f"/upload/storage/v1/b/{bucket}/o?{query}", data, "application/octet-stream"
+        )

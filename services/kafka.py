@@ -106,7 +106,9 @@ def preflight() -> None:
     listener = local_listener()
     if listener is None or our_running_pid() is not None:
         return
-    require_command("java", "install a Java 17+ runtime (Debian: `apt-get install -y openjdk-17-jre-headless`)")
+    require_command(
+        "java", "install a Java 17+ runtime (Debian: `apt-get install -y openjdk-17-jre-headless`)"
+    )
     host, port = listener
     require_free_port(
         host,
@@ -115,7 +117,10 @@ def preflight() -> None:
         f"choose another port with KAFKA_BOOTSTRAP_SERVERS={host}:PORT",
     )
     require_free_port(
-        host, controller_port(), "Kafka KRaft controller", "choose another port with KAFKA_CONTROLLER_PORT=PORT"
+        host,
+        controller_port(),
+        "Kafka KRaft controller",
+        "choose another port with KAFKA_CONTROLLER_PORT=PORT",
     )
 
 
@@ -126,7 +131,9 @@ def up(jars_dir: Path) -> str:
     if listener is None:
         wait_until_answering(servers, timeout_s=15, on_timeout=unreachable_external_cluster)
         partitions = ensure_topic(servers)
-        return f"kafka: using {servers} (external), topic {kafka_topic()} with {partitions} partitions"
+        return (
+            f"kafka: using {servers} (external), topic {kafka_topic()} with {partitions} partitions"
+        )
     pid = our_running_pid()
     if pid is not None:
         wait_until_answering(servers, STARTUP_TIMEOUT_S, on_timeout=lambda: startup_timed_out(pid))
@@ -134,7 +141,9 @@ def up(jars_dir: Path) -> str:
         return f"kafka: already running (pid {pid}) on {servers}, topic {kafka_topic()} with {partitions} partitions"
     started = time.monotonic()
     pid = start_broker(jars_dir, *listener)
-    wait_until_answering(servers, STARTUP_TIMEOUT_S, on_timeout=lambda: startup_timed_out(pid), pid=pid)
+    wait_until_answering(
+        servers, STARTUP_TIMEOUT_S, on_timeout=lambda: startup_timed_out(pid), pid=pid
+    )
     partitions = ensure_topic(servers)
     return (
         f"kafka: started (pid {pid}) on {servers} in {time.monotonic() - started:.1f} s,"
@@ -257,7 +266,9 @@ def format_storage(jars_dir: Path, kafka: KafkaPaths) -> None:
         "--cluster-id", new_cluster_id(), "--config", str(kafka.server_properties), "--standalone",
     ]  # fmt: skip
     with open(kafka.console_log, "ab") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     if result.returncode != 0:
         raise ServiceError(
             f"formatting Kafka's storage in {kafka.data} failed; see {kafka.console_log}, then rerun `make up`"
@@ -315,14 +326,18 @@ def answers(servers: str, timeout_ms: int = 3000) -> bool:
         client.close()
 
 
-def wait_until_answering(servers: str, timeout_s: float, on_timeout, pid: int | None = None) -> None:
+def wait_until_answering(
+    servers: str, timeout_s: float, on_timeout, pid: int | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if answers(servers, timeout_ms=2000):
             return
         if pid is not None and not processes.is_running(pid):
             processes.reap_if_child(pid)
-            raise ServiceError(f"Kafka exited while starting; see {paths().console_log} and {paths().server_log}")
+            raise ServiceError(
+                f"Kafka exited while starting; see {paths().console_log} and {paths().server_log}"
+            )
         time.sleep(0.5)
     raise on_timeout()
 
@@ -356,7 +371,9 @@ def ensure_topic(servers: str) -> int:
         if topic not in client.list_topics():
             try:
                 # Replication factor left to the cluster's default: 1 here, more on a real cluster.
-                client.create_topics({topic: {"num_partitions": TOPIC_PARTITIONS}}, wait_for_metadata=True)
+                client.create_topics(
+                    {topic: {"num_partitions": TOPIC_PARTITIONS}}, wait_for_metadata=True
+                )
             except TopicAlreadyExistsError:
                 pass  # created meanwhile by a producer with auto-creation, or a concurrent `up`
         (description,) = client.describe_topics([topic])

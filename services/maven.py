@@ -66,7 +66,9 @@ def gcs_connector_jars() -> JarSet:
 def pyspark_jar_names() -> list[str]:
     spec = importlib.util.find_spec("pyspark")
     if spec is None or spec.origin is None:
-        raise ServiceError("pyspark is not installed in this Python; run `make venv` and use .venv/bin/python")
+        raise ServiceError(
+            "pyspark is not installed in this Python; run `make venv` and use .venv/bin/python"
+        )
     return sorted(jar.name for jar in (Path(spec.origin).parent / "jars").glob("*.jar"))
 
 
@@ -75,8 +77,13 @@ def ensure_jars(jar_set: JarSet) -> list[Path]:
     fingerprint = fingerprint_of(jar_set)
     if is_up_to_date(jar_set.target, fingerprint):
         return sorted(jar_set.target.glob("*.jar"))
-    mvn = require_command("mvn", "install Maven (Debian: `apt-get install -y maven`) and rerun `make up`")
-    print(f"maven: fetching the {jar_set.name} jars (first run: downloads from Maven Central)...", flush=True)
+    mvn = require_command(
+        "mvn", "install Maven (Debian: `apt-get install -y maven`) and rerun `make up`"
+    )
+    print(
+        f"maven: fetching the {jar_set.name} jars (first run: downloads from Maven Central)...",
+        flush=True,
+    )
     staging = jar_set.target.parent / f".{jar_set.target.name}.download"
     shutil.rmtree(staging, ignore_errors=True)
     run_copy_dependencies(mvn, jar_set, staging)
@@ -116,7 +123,9 @@ def run_copy_dependencies(mvn: str, jar_set: JarSet, staging: Path) -> None:
         "-Dmdep.useRepositoryLayout=true",
     ]  # fmt: skip
     with open(log_path, "w") as log:
-        result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     if result.returncode != 0:
         reason = first_maven_error(log_path.read_text(errors="replace"))
         raise ServiceError(
@@ -137,7 +146,9 @@ def downloaded_jars(staging: Path) -> list[tuple[str, Path]]:
     return sorted((jar.parent.parent.name, jar) for jar in staging.rglob("*.jar"))
 
 
-def split_excluded(jars: list[tuple[str, Path]], excluded_jar_names: frozenset[str]) -> tuple[list[Path], list[Path]]:
+def split_excluded(
+    jars: list[tuple[str, Path]], excluded_jar_names: frozenset[str]
+) -> tuple[list[Path], list[Path]]:
     kept, left_out = [], []
     for artifact_id, jar in jars:
         (left_out if is_shipped(artifact_id, excluded_jar_names) else kept).append(jar)

@@ -10,8 +10,8 @@ run as the `postgres` system user that the Debian package creates.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import glob
+import hashlib
 import os
 import pwd
 import re
@@ -68,7 +68,9 @@ def paths() -> PostgresPaths:
 
 
 def reachable_by_others(folder: Path) -> bool:
-    return all(parent.stat().st_mode & 0o001 for parent in folder.resolve().parents if parent.exists())
+    return all(
+        parent.stat().st_mode & 0o001 for parent in folder.resolve().parents if parent.exists()
+    )
 
 
 def server_user_home() -> str:
@@ -124,7 +126,10 @@ def answers(dsn: str, timeout_s: int = 5) -> str | None:
     import psycopg2
 
     try:
-        with psycopg2.connect(dsn, connect_timeout=timeout_s) as connection, connection.cursor() as cursor:
+        with (
+            psycopg2.connect(dsn, connect_timeout=timeout_s) as connection,
+            connection.cursor() as cursor,
+        ):
             cursor.execute("SELECT 1")
         connection.close()
         return None
@@ -137,7 +142,12 @@ def preflight() -> None:
     if is_external() or our_running_pid() is not None:
         return
     host, port = local_address()
-    require_free_port(host, port, "PostgreSQL, from the default PG_DSN", "set PG_DSN to use a server that already runs")
+    require_free_port(
+        host,
+        port,
+        "PostgreSQL, from the default PG_DSN",
+        "set PG_DSN to use a server that already runs",
+    )
     binaries_dir()
     if runs_as_root():
         require_server_user()
@@ -176,10 +186,22 @@ def down() -> str:
     if pid is None:
         return "postgres: not running"
     result = run_as_server_user(
-        [str(binaries_dir() / "pg_ctl"), "stop", "-D", str(paths().data), "-m", "fast", "-w", "-t", "60"]
+        [
+            str(binaries_dir() / "pg_ctl"),
+            "stop",
+            "-D",
+            str(paths().data),
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "60",
+        ]
     )
     if result.returncode != 0:
-        raise ServiceError(f"PostgreSQL (pid {pid}) did not stop: {first_line(result.stdout)}; see {paths().log}")
+        raise ServiceError(
+            f"PostgreSQL (pid {pid}) did not stop: {first_line(result.stdout)}; see {paths().log}"
+        )
     return f"postgres: stopped (pid {pid})"
 
 
@@ -187,7 +209,9 @@ def status() -> str:
     dsn = pg_dsn()
     if is_external():
         reason = answers(dsn)
-        return f"postgres: external {masked(dsn)}, " + ("answering" if reason is None else f"NOT answering ({reason})")
+        return f"postgres: external {masked(dsn)}, " + (
+            "answering" if reason is None else f"NOT answering ({reason})"
+        )
     pid = our_running_pid()
     if pid is None:
         return "postgres: not running"
@@ -206,7 +230,9 @@ def binaries_dir() -> Path:
         install_with_apt()
         found = find_binaries_dir()
     if found is None:
-        raise ServiceError("PostgreSQL was installed but its binaries were not found in " + DEBIAN_BINARIES)
+        raise ServiceError(
+            "PostgreSQL was installed but its binaries were not found in " + DEBIAN_BINARIES
+        )
     return found
 
 
@@ -224,7 +250,9 @@ def install_with_apt() -> None:
             "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH); install them"
             " (Debian/Ubuntu: `sudo apt-get install -y postgresql`) or set PG_DSN to an existing server"
         )
-    print("postgres: installing the postgresql package with apt-get (first run only)...", flush=True)
+    print(
+        "postgres: installing the postgresql package with apt-get (first run only)...", flush=True
+    )
     # The package would otherwise create and start a system-wide cluster on port 5432, the port
     # our own server needs.
     drop_in = Path("/etc/postgresql-common/createcluster.d/no-main-cluster.conf")
@@ -236,11 +264,16 @@ def install_with_apt() -> None:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with open(log_path, "w") as log:
-        for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]):
+        for command in (
+            ["apt-get", "update"],
+            ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
+        ):
             if subprocess.run(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
             ).returncode:
-                raise ServiceError(f"`{' '.join(command)}` failed; see {log_path}, or install PostgreSQL yourself")
+                raise ServiceError(
+                    f"`{' '.join(command)}` failed; see {log_path}, or install PostgreSQL yourself"
+                )
 
 
 def runs_as_root() -> bool:
@@ -267,12 +300,19 @@ def require_reachable_by_server_user(folder: Path) -> None:
             )
 
 
-def run_as_server_user(command: list[str], input_text: str | None = None) -> subprocess.CompletedProcess:
+def run_as_server_user(
+    command: list[str], input_text: str | None = None
+) -> subprocess.CompletedProcess:
     """Run a PostgreSQL tool as the server user (ourselves, or `postgres` when we are root)."""
     if runs_as_root():
         command = ["runuser", "-u", SERVER_USER, "--", *command]
     return subprocess.run(
-        command, input=input_text, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd="/"
+        command,
+        input=input_text,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd="/",
     )
 
 
@@ -297,7 +337,9 @@ def init_cluster(bin_dir: Path) -> None:
     with open(pg.log, "a") as log:
         log.write(result.stdout)
     if result.returncode != 0:
-        raise ServiceError(f"initdb failed ({first_line(result.stdout)}); see {pg.log}, delete {pg.data} and rerun")
+        raise ServiceError(
+            f"initdb failed ({first_line(result.stdout)}); see {pg.log}, delete {pg.data} and rerun"
+        )
     with open(pg.data / "postgresql.conf", "a") as conf:
         conf.write(
             "\n# Listening address, port and socket folder, rewritten by `make up` on every start.\n"
@@ -331,8 +373,14 @@ def start_server(bin_dir: Path) -> None:
 
 
 def write_settings(pg: PostgresPaths, host: str, port: int) -> None:
-    settings = {"listen_addresses": host, "port": str(port), "unix_socket_directories": str(pg.sockets)}
-    text = "".join(f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n" for key, value in settings.items())
+    settings = {
+        "listen_addresses": host,
+        "port": str(port),
+        "unix_socket_directories": str(pg.sockets),
+    }
+    text = "".join(
+        f"{key} = '{value.replace(chr(39), chr(39) * 2)}'\n" for key, value in settings.items()
+    )
     pg.settings_file.write_text(text)
     if runs_as_root():
         owner = pwd.getpwnam(SERVER_USER)
@@ -355,7 +403,9 @@ def ensure_role_and_database(bin_dir: Path) -> None:
         input_text=BOOTSTRAP_SQL.read_text(),
     )  # fmt: skip
     if result.returncode != 0:
-        raise ServiceError(f"creating the role and database failed: {first_line(result.stdout)}; see {paths().log}")
+        raise ServiceError(
+            f"creating the role and database failed: {first_line(result.stdout)}; see {paths().log}"
+        )
 
 
 def wait_until_answering(dsn: str) -> None:
@@ -365,4 +415,6 @@ def wait_until_answering(dsn: str) -> None:
         time.sleep(0.5)
         reason = answers(dsn)
     if reason is not None:
-        raise ServiceError(f"PostgreSQL runs but {masked(dsn)} does not answer ({reason}); see {paths().log}")
+        raise ServiceError(
+            f"PostgreSQL runs but {masked(dsn)} does not answer ({reason}); see {paths().log}"
+        )

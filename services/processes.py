@@ -47,7 +47,9 @@ def is_running(pid: int) -> bool:
 def command_line(pid: int) -> str | None:
     """The command line of `pid`, or None where /proc is not available."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
     except OSError:
         return None
 

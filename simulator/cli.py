@@ -13,14 +13,20 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import FrameType
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
-from common.cli_types import integer, non_negative_float, non_negative_int, positive_float, positive_int
+from common.cli_types import (
+    integer,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from common.settings import kafka_bootstrap_servers, kafka_topic
 from simulator.generator import KNOWN_USER_COUNT, SimulatorConfig, generate_records, iso_utc
 from simulator.parallel import SendJob, send_in_parallel
@@ -53,9 +59,11 @@ def parse_start(text: str) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 time like 2026-11-28T03:00:00Z: {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not an ISO-8601 time like 2026-11-28T03:00:00Z: {text!r}"
+        ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     if moment.microsecond:
         raise argparse.ArgumentTypeError(f"event times are whole seconds, got {text!r}")
     return int(moment.timestamp())
@@ -75,7 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     what = parser.add_argument_group("what to generate")
-    what.add_argument("--antennas", type=positive_int, default=5, metavar="N", help="number of antennas (default: 5)")
+    what.add_argument(
+        "--antennas",
+        type=positive_int,
+        default=5,
+        metavar="N",
+        help="number of antennas (default: 5)",
+    )
     what.add_argument(
         "--devices",
         type=non_negative_int,
@@ -90,7 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="extra devices ffffffff-0000-0000-0000-00000000000k that are no user (default: 0)",
     )
-    what.add_argument("--tick-seconds", type=positive_int, default=60, metavar="S", help="event time between ticks (default: 60)")
+    what.add_argument(
+        "--tick-seconds",
+        type=positive_int,
+        default=60,
+        metavar="S",
+        help="event time between ticks (default: 60)",
+    )
     what.add_argument(
         "--start",
         type=parse_start,
@@ -98,7 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="event time of the first tick, ISO-8601 UTC like 2026-11-28T03:00:00Z (default: now)",
     )
-    what.add_argument("--seed", type=integer, default=None, help="random seed; the same options and seed send the same records (default: random, printed at the end)")
+    what.add_argument(
+        "--seed",
+        type=integer,
+        default=None,
+        help="random seed; the same options and seed send the same records (default: random, printed at the end)",
+    )
     what.add_argument(
         "--malformed-rate",
         type=_probability,
@@ -115,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="after SECONDS of event time: the ticks in [start, start + SECONDS)",
     )
-    until.add_argument("--events", type=positive_int, metavar="N", help="after N records in total, valid and malformed")
+    until.add_argument(
+        "--events",
+        type=positive_int,
+        metavar="N",
+        help="after N records in total, valid and malformed",
+    )
 
     how = parser.add_argument_group("how to send")
     how.add_argument(
@@ -125,8 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EVENTS_PER_SECOND",
         help="send at most this many records a second; 0 sends as fast as possible (default: one tick per --tick-seconds of real time)",
     )
-    how.add_argument("--bootstrap-servers", default=kafka_bootstrap_servers(), metavar="HOST:PORT", help="Kafka servers (default: $KAFKA_BOOTSTRAP_SERVERS or %(default)s)")
-    how.add_argument("--topic", default=kafka_topic(), help="Kafka topic (default: $KAFKA_TOPIC or %(default)s)")
+    how.add_argument(
+        "--bootstrap-servers",
+        default=kafka_bootstrap_servers(),
+        metavar="HOST:PORT",
+        help="Kafka servers (default: $KAFKA_BOOTSTRAP_SERVERS or %(default)s)",
+    )
+    how.add_argument(
+        "--topic", default=kafka_topic(), help="Kafka topic (default: $KAFKA_TOPIC or %(default)s)"
+    )
     how.add_argument(
         "--connect-timeout",
         type=positive_float,
@@ -144,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
             "one kafka-python process can't reach (default: 1)"
         ),
     )
-    how.add_argument("--no-progress", action="store_true", help="no progress bar (there is none anyway when stderr is not a terminal)")
+    how.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (there is none anyway when stderr is not a terminal)",
+    )
 
     report = parser.add_argument_group("summary")
     report.add_argument(
@@ -194,7 +235,10 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 @contextmanager
 def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
     """The first Ctrl-C or SIGTERM ends the run cleanly; handlers are restored afterwards, so a second one aborts."""
-    previous = {signum: signal.signal(signum, _stop_once(stop, signum)) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        signum: signal.signal(signum, _stop_once(stop, signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
@@ -205,7 +249,9 @@ def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
 def _stop_once(stop: StopFlag, signum: int) -> Callable[[int, FrameType | None], None]:
     def handler(received: int, frame: FrameType | None) -> None:
         stop.request()
-        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+        signal.signal(
+            signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler
+        )
 
     return handler
 
@@ -264,11 +310,15 @@ def _progress_bar(args: argparse.Namespace) -> Iterator[tqdm]:
 
 def _send(args: argparse.Namespace, stop: StopFlag, progress: tqdm) -> TrafficSummary:
     """Send the whole run, in this process or in worker processes; raises like `send()`."""
-    settings = ProducerSettings(bootstrap_servers=args.bootstrap_servers, connect_timeout_seconds=args.connect_timeout)
+    settings = ProducerSettings(
+        bootstrap_servers=args.bootstrap_servers, connect_timeout_seconds=args.connect_timeout
+    )
     workers = min(args.workers, args.config.devices_per_tick)  # a worker without devices would idle
     if workers > 1:
         job = SendJob(args.config, settings, args.topic, args.rate, args.window_seconds)
-        return send_in_parallel(job, workers, stop, on_progress=None if progress.disable else progress.update)
+        return send_in_parallel(
+            job, workers, stop, on_progress=None if progress.disable else progress.update
+        )
 
     producer = create_producer(settings)
     try:

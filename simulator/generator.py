@@ -17,7 +17,7 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypedDict
 
 APPS = ("SKYPE", "TELEGRAM", "FACETIME", "FACEBOOK", "WHATSAPP")
@@ -76,12 +76,23 @@ class SimulatorConfig:
     def __post_init__(self) -> None:
         _require(self.antennas >= 1, "antennas must be at least 1")
         _require(self.antennas <= _MAX_COUNTER, "too many antennas")
-        _require(self.devices >= 0 and self.unknown_devices >= 0, "device counts must not be negative")
-        _require(self.devices <= _MAX_COUNTER and self.unknown_devices <= _MAX_COUNTER, "too many devices")
-        _require(self.devices + self.unknown_devices >= 1, "at least one device (known or unknown) is needed")
+        _require(
+            self.devices >= 0 and self.unknown_devices >= 0, "device counts must not be negative"
+        )
+        _require(
+            self.devices <= _MAX_COUNTER and self.unknown_devices <= _MAX_COUNTER,
+            "too many devices",
+        )
+        _require(
+            self.devices + self.unknown_devices >= 1,
+            "at least one device (known or unknown) is needed",
+        )
         _require(self.tick_seconds >= 1, "tick_seconds must be at least 1")
         _require(self.ticks is None or self.ticks >= 1, "ticks must be at least 1")
-        _require(self.duration_seconds is None or self.duration_seconds >= 1, "duration must be at least 1 second")
+        _require(
+            self.duration_seconds is None or self.duration_seconds >= 1,
+            "duration must be at least 1 second",
+        )
         _require(self.max_records is None or self.max_records >= 1, "events must be at least 1")
         _require(0.0 <= self.malformed_rate <= 1.0, "malformed_rate must be within [0, 1]")
 
@@ -152,7 +163,13 @@ _EVENT_TEMPLATE = '{"bytes":%d,"timestamp":%d,"app":"%s","id":"%s","antenna_id":
 
 def encode_event(event: Event) -> bytes:
     """The compact UTF-8 JSON value of a valid event, fields in SPEC order."""
-    text = _EVENT_TEMPLATE % (event["bytes"], event["timestamp"], event["app"], event["id"], event["antenna_id"])
+    text = _EVENT_TEMPLATE % (
+        event["bytes"],
+        event["timestamp"],
+        event["app"],
+        event["id"],
+        event["antenna_id"],
+    )
     return text.encode()
 
 
@@ -162,7 +179,7 @@ def _compact_json(value: Any) -> bytes:
 
 def iso_utc(epoch_seconds: int) -> str:
     """`2026-11-28T03:00:00Z` for an epoch second."""
-    return datetime.fromtimestamp(epoch_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # Malformed shapes, one per case of SPEC section 1. Each takes the event the device would have

@@ -142,11 +142,16 @@ def _tell_workers_to_stop(processes: list[SpawnProcess]) -> None:
             process.terminate()  # SIGTERM, which a worker takes as a request to stop cleanly
 
 
-def _note_silent_deaths(processes: list[SpawnProcess], outcomes: dict[int, tuple[str, Any]]) -> None:
+def _note_silent_deaths(
+    processes: list[SpawnProcess], outcomes: dict[int, tuple[str, Any]]
+) -> None:
     # A worker that exited without reporting (killed, crashed) must not leave the parent waiting forever.
     for index, process in enumerate(processes):
         if index not in outcomes and not process.is_alive() and process.exitcode is not None:
-            outcomes[index] = (_DELIVERY_FAILED, f"worker {index} exited with status {process.exitcode} without reporting")
+            outcomes[index] = (
+                _DELIVERY_FAILED,
+                f"worker {index} exited with status {process.exitcode} without reporting",
+            )
 
 
 def _merged_summary(outcomes: dict[int, tuple[str, Any]], window_seconds: int) -> TrafficSummary:
@@ -162,7 +167,9 @@ def _merged_summary(outcomes: dict[int, tuple[str, Any]], window_seconds: int) -
     return merged
 
 
-def _worker_main(job: SendJob, worker_index: int, workers: int, sent_counter: Any, results: Any) -> None:
+def _worker_main(
+    job: SendJob, worker_index: int, workers: int, sent_counter: Any, results: Any
+) -> None:
     """One worker process: send its devices' records, then report its summary or its failure."""
     stop = StopFlag()
     # Ctrl-C reaches every process of the terminal; the parent alone decides, and tells workers with SIGTERM.
@@ -180,7 +187,9 @@ def _worker_main(job: SendJob, worker_index: int, workers: int, sent_counter: An
             worker_records(job.config, worker_index, workers),
             producer,
             job.topic,
-            pacer=choose_pacer(worker_rate(job, worker_index, workers), job.config.tick_seconds, stop),
+            pacer=choose_pacer(
+                worker_rate(job, worker_index, workers), job.config.tick_seconds, stop
+            ),
             summary=TrafficSummary(job.window_seconds),
             stop=stop,
             on_sent=progress.count,

@@ -78,7 +78,9 @@ class CachedKeyPartitioner(DefaultPartitioner):
         cache_key = (topic, serialized_key, len(partitions) if partitions else 0)
         partition = self._partition_by_key.get(cache_key)
         if partition is None:
-            partition = super().partition(topic, key, serialized_key, value, serialized_value, cluster)
+            partition = super().partition(
+                topic, key, serialized_key, value, serialized_value, cluster
+            )
             self._partition_by_key[cache_key] = partition
         return partition
 
@@ -99,7 +101,9 @@ def create_producer(settings: ProducerSettings) -> KafkaProducer:
             max_block_ms=max(timeout_ms, 30_000),
         )
     except (KafkaError, OSError) as error:
-        raise BrokerUnavailableError(f"cannot reach Kafka at {settings.bootstrap_servers}: {error}") from error
+        raise BrokerUnavailableError(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {error}"
+        ) from error
 
 
 class StopFlag:
@@ -129,7 +133,12 @@ class Pacer(Protocol):
 class EventRatePacer:
     """At most `events_per_second` records a second on average, from the first record on."""
 
-    def __init__(self, events_per_second: float, sleep: Callable[[float], None], clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        events_per_second: float,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._seconds_per_record = 1.0 / events_per_second
         self._sleep = sleep
         self._clock = clock
@@ -147,7 +156,12 @@ class EventRatePacer:
 class TickPacer:
     """One tick per `tick_seconds` of real time, like the original: each tick's records go out together."""
 
-    def __init__(self, tick_seconds: float, sleep: Callable[[float], None], clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        tick_seconds: float,
+        sleep: Callable[[float], None],
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._tick_seconds = tick_seconds
         self._sleep = sleep
         self._clock = clock
@@ -236,11 +250,15 @@ def send(
 
     _flush(producer, flush_timeout_seconds, failures)
     if failures.first is not None:
-        raise DeliveryError(f"{failures.count} record(s) not delivered to topic {topic!r}, first error: {failures.first}")
+        raise DeliveryError(
+            f"{failures.count} record(s) not delivered to topic {topic!r}, first error: {failures.first}"
+        )
     return summary
 
 
-def _flush(producer: ProducerLike, timeout_seconds: float | None, failures: _FailedDeliveries) -> None:
+def _flush(
+    producer: ProducerLike, timeout_seconds: float | None, failures: _FailedDeliveries
+) -> None:
     try:
         producer.flush(timeout=timeout_seconds)
     except KafkaError as error:  # e.g. the flush timed out with records still unacknowledged

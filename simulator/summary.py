@@ -38,9 +38,13 @@ class TrafficSummary:
         self.total_bytes = 0
         self.first_timestamp: int | None = None
         self.last_timestamp: int | None = None
-        self.malformed: Counter[str] = Counter({kind: 0 for kind in MALFORMED_KINDS})
-        self.window_totals: dict[str, BucketTotals] = {dimension: defaultdict(int) for dimension in DIMENSIONS}
-        self.hour_totals: dict[str, BucketTotals] = {dimension: defaultdict(int) for dimension in DIMENSIONS}
+        self.malformed: Counter[str] = Counter(dict.fromkeys(MALFORMED_KINDS, 0))
+        self.window_totals: dict[str, BucketTotals] = {
+            dimension: defaultdict(int) for dimension in DIMENSIONS
+        }
+        self.hour_totals: dict[str, BucketTotals] = {
+            dimension: defaultdict(int) for dimension in DIMENSIONS
+        }
 
     def add(self, event: Event) -> None:
         """Count one valid event."""
@@ -82,10 +86,21 @@ class TrafficSummary:
         self.total_bytes += other.total_bytes
         for timestamp in (other.first_timestamp, other.last_timestamp):
             if timestamp is not None:
-                self.first_timestamp = timestamp if self.first_timestamp is None else min(self.first_timestamp, timestamp)
-                self.last_timestamp = timestamp if self.last_timestamp is None else max(self.last_timestamp, timestamp)
+                self.first_timestamp = (
+                    timestamp
+                    if self.first_timestamp is None
+                    else min(self.first_timestamp, timestamp)
+                )
+                self.last_timestamp = (
+                    timestamp
+                    if self.last_timestamp is None
+                    else max(self.last_timestamp, timestamp)
+                )
         self.malformed.update(other.malformed)
-        for mine, theirs in ((self.window_totals, other.window_totals), (self.hour_totals, other.hour_totals)):
+        for mine, theirs in (
+            (self.window_totals, other.window_totals),
+            (self.hour_totals, other.hour_totals),
+        ):
             for dimension, totals in theirs.items():
                 for bucket_key, used_bytes in totals.items():
                     mine[dimension][bucket_key] += used_bytes
@@ -113,7 +128,9 @@ class TrafficSummary:
         """Write the JSON atomically, so a reader never sees half a summary."""
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        descriptor, temporary = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
+        )
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
                 stream.write(self.to_json())

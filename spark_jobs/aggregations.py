@@ -28,12 +28,13 @@ BY_APP = Aggregate(key="app", sum_column="sum_app_bytes")
 BY_EMAIL = Aggregate(key="email", sum_column="sum_user_bytes")
 
 
-def bytes_per_window(events: DataFrame, key: str, window_duration: str, sum_column: str) -> DataFrame:
+def bytes_per_window(
+    events: DataFrame, key: str, window_duration: str, sum_column: str
+) -> DataFrame:
     """events(key, event_time, bytes) -> (key, date = window start, sum_column)."""
-    return (
-        events.groupBy(F.col(key), F.window("event_time", window_duration).start.alias("date"))
-        .agg(F.sum("bytes").cast("bigint").alias(sum_column))
-    )
+    return events.groupBy(
+        F.col(key), F.window("event_time", window_duration).start.alias("date")
+    ).agg(F.sum("bytes").cast("bigint").alias(sum_column))
 
 
 def known_users_only(events: DataFrame, users: DataFrame) -> DataFrame:
@@ -49,7 +50,10 @@ def aggregate(events: DataFrame, table: Aggregate, window_duration: str) -> Data
 
 
 def totals_per_window(
-    events: DataFrame, tables: list[Aggregate], window_duration: str, count_column: str | None = None
+    events: DataFrame,
+    tables: list[Aggregate],
+    window_duration: str,
+    count_column: str | None = None,
 ) -> DataFrame:
     """Several tables' window totals in one pass and one shuffle, in long form:
     (table = the key column's name, key, date = window start, total, events).
@@ -59,14 +63,22 @@ def totals_per_window(
     when the rows are already pre-aggregated (the batch layer's hour cube).
     """
     per_table = F.array(
-        *[F.struct(F.lit(table.key).alias("table"), F.col(table.key).cast("string").alias("key")) for table in tables]
+        *[
+            F.struct(F.lit(table.key).alias("table"), F.col(table.key).cast("string").alias("key"))
+            for table in tables
+        ]
     )
     weight = F.col(count_column) if count_column else F.lit(1)
     return (
         events.select(
-            F.window("event_time", window_duration).start.alias("date"), "bytes", weight.alias("weight"),
+            F.window("event_time", window_duration).start.alias("date"),
+            "bytes",
+            weight.alias("weight"),
             F.explode(per_table).alias("k"),
         )
         .groupBy(F.col("k.table").alias("table"), F.col("k.key").alias("key"), "date")
-        .agg(F.sum("bytes").cast("bigint").alias("total"), F.sum("weight").cast("bigint").alias("events"))
+        .agg(
+            F.sum("bytes").cast("bigint").alias("total"),
+            F.sum("weight").cast("bigint").alias("events"),
+        )
     )

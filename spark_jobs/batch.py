@@ -24,7 +24,7 @@ import logging
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -32,11 +32,11 @@ from pyspark.sql import functions as F
 from common import secrets, settings
 from common.cli_types import non_negative_int
 from spark_jobs import completeness, postgres, quality_gate, raw_hours
+from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, totals_per_window
 from spark_jobs.completeness import HourIncomplete, KafkaUnavailable, PartitionLag
+from spark_jobs.outages import DependencyDown, OutagePolicy
 from spark_jobs.quality_gate import QualityGateFailed
 from spark_jobs.raw_hours import last_committed_batch, logged_end_offsets
-from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, totals_per_window
-from spark_jobs.outages import DependencyDown, OutagePolicy
 from spark_jobs.session import build_session
 from spark_jobs.storage import StorageLayout, event_hour_name, iso_hour
 
@@ -50,7 +50,10 @@ EXIT_NOT_PUBLISHABLE = 3
 # A run is one task of batch_hourly, which retries it: a short wait rides out a failover.
 DATABASE_OUTAGES = OutagePolicy(limit=timedelta(minutes=5))
 REQUIRED_TABLES = (
-    "user_metadata", "batch_hour_runs", "batch_hour_failures", "speed_hour_batches",
+    "user_metadata",
+    "batch_hour_runs",
+    "batch_hour_failures",
+    "speed_hour_batches",
     *(table.name for table in postgres.HOURLY_TABLES),
 )
 
@@ -59,13 +62,17 @@ def parse_hour(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time like 2026-11-27T10:00:00Z") from error
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO-8601 time like 2026-11-27T10:00:00Z"
+        ) from error
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     try:
-        moment = moment.astimezone(timezone.utc)
+        moment = moment.astimezone(UTC)
     except OverflowError:
-        raise argparse.ArgumentTypeError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is outside the years 1 to 9999 in UTC"
+        ) from None
     if (moment.minute, moment.second, moment.microsecond) != (0, 0, 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not the start of an hour")
     return moment
@@ -76,16 +83,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m spark_jobs.batch",
         description="Batch layer: recompute one UTC hour from raw Parquet into the *_1h tables.",
     )
-    parser.add_argument("--hour", required=True, type=parse_hour, help="start of the UTC hour, e.g. 2026-11-27T10:00:00Z")
-    parser.add_argument("--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)")
-    parser.add_argument("--pg-dsn-secret", default=secrets.pg_dsn_secret_default(), help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)")
-    parser.add_argument("--storage-root", default=settings.storage_root(), help="local folder or gs:// URI (env STORAGE_ROOT)")
-    parser.add_argument("--checkpoint", help="the streaming job's checkpoint (default: STORAGE_ROOT/checkpoints/streaming)")
-    parser.add_argument("--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)")
-    parser.add_argument("--bootstrap-servers", default=settings.kafka_bootstrap_servers(), help="Kafka, asked for the offsets an hour needs (env KAFKA_BOOTSTRAP_SERVERS)")
-    parser.add_argument("--topic", default=settings.kafka_topic(), help="topic the streaming job reads, when its checkpoint has no batch yet (env KAFKA_TOPIC)")
-    parser.add_argument("--lateness-minutes", type=non_negative_int, default=int(completeness.DEFAULT_LATENESS.total_seconds() // 60), help="lateness allowance after the hour (default 10)")
-    parser.add_argument("--allow-incomplete", action="store_true", help="publish even if the speed layer has not committed the whole hour (logged, and recorded with the run)")
+    parser.add_argument(
+        "--hour",
+        required=True,
+        type=parse_hour,
+        help="start of the UTC hour, e.g. 2026-11-27T10:00:00Z",
+    )
+    parser.add_argument(
+        "--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)"
+    )
+    parser.add_argument(
+        "--pg-dsn-secret",
+        default=secrets.pg_dsn_secret_default(),
+        help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)",
+    )
+    parser.add_argument(
+        "--storage-root",
+        default=settings.storage_root(),
+        help="local folder or gs:// URI (env STORAGE_ROOT)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        help="the streaming job's checkpoint (default: STORAGE_ROOT/checkpoints/streaming)",
+    )
+    parser.add_argument(
+        "--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)"
+    )
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=settings.kafka_bootstrap_servers(),
+        help="Kafka, asked for the offsets an hour needs (env KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    parser.add_argument(
+        "--topic",
+        default=settings.kafka_topic(),
+        help="topic the streaming job reads, when its checkpoint has no batch yet (env KAFKA_TOPIC)",
+    )
+    parser.add_argument(
+        "--lateness-minutes",
+        type=non_negative_int,
+        default=int(completeness.DEFAULT_LATENESS.total_seconds() // 60),
+        help="lateness allowance after the hour (default 10)",
+    )
+    parser.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="publish even if the speed layer has not committed the whole hour (logged, and recorded with the run)",
+    )
     return parser.parse_args(argv)
 
 
@@ -114,7 +158,9 @@ def hour_cube(events: DataFrame) -> DataFrame:
     """
     # The hour by integer arithmetic on the epoch seconds: per event, cheaper than window(). pmod,
     # not %, whose remainder is negative before 1970 and would split such an hour in two.
-    hour_start = F.timestamp_seconds(F.col("timestamp") - F.pmod("timestamp", F.lit(3600))).alias("event_time")
+    hour_start = F.timestamp_seconds(F.col("timestamp") - F.pmod("timestamp", F.lit(3600))).alias(
+        "event_time"
+    )
     return events.groupBy("antenna_id", "app", "id", hour_start).agg(
         F.sum("bytes").cast("bigint").alias("bytes"), F.count(F.lit(1)).alias("events")
     )
@@ -127,11 +173,17 @@ def hour_totals(events: DataFrame, users: DataFrame) -> DataFrame:
     Devices missing from user_metadata land under email = null: that row is the unknown devices'
     bytes, which count for antennas and apps but for no user.
     """
-    with_emails = hour_cube(events).join(F.broadcast(users.select("id", "email")), on="id", how="left")
-    return totals_per_window(with_emails, [BY_ANTENNA, BY_APP, BY_EMAIL], HOUR, count_column="events")
+    with_emails = hour_cube(events).join(
+        F.broadcast(users.select("id", "email")), on="id", how="left"
+    )
+    return totals_per_window(
+        with_emails, [BY_ANTENNA, BY_APP, BY_EMAIL], HOUR, count_column="events"
+    )
 
 
-def users_over_quota(user_bytes: list[tuple[str, int]], quotas: dict[str, int]) -> list[tuple[str, int, int]]:
+def users_over_quota(
+    user_bytes: list[tuple[str, int]], quotas: dict[str, int]
+) -> list[tuple[str, int, int]]:
     """(email, quota, sum_user_bytes) of the users strictly above their hourly quota."""
     return [(email, quotas[email], total) for email, total in user_bytes if total > quotas[email]]
 
@@ -166,7 +218,9 @@ def compute_hour(events: DataFrame, users: DataFrame) -> HourResult:
     # Without the hour's date, which Python could not hold for year 1: the hour is known anyway.
     for row in hour_totals(events, users).drop("date").collect():
         rows[row["table"]].append(row)
-    user_bytes = [(row["key"], row["total"]) for row in rows[BY_EMAIL.key] if row["key"] is not None]
+    user_bytes = [
+        (row["key"], row["total"]) for row in rows[BY_EMAIL.key] if row["key"] is not None
+    ]
     quotas = {row["email"]: row["quota"] for row in users.select("email", "quota").collect()}
     antenna = [(row["key"], row["total"]) for row in rows[BY_ANTENNA.key]]
     return HourResult(
@@ -196,27 +250,44 @@ def run_with_session(spark: SparkSession, args: argparse.Namespace) -> HourResul
     hour_text = iso_hour(args.hour)
     committed = last_committed_batch(spark, checkpoint)
     behind = require_complete(spark, args, checkpoint, committed)
-    raw = raw_hours.read_hour(spark, layout, event_hour_name(args.hour), committed) if committed is not None else None
+    raw = (
+        raw_hours.read_hour(spark, layout, event_hour_name(args.hour), committed)
+        if committed is not None
+        else None
+    )
     events = events_of_hour(raw, args.hour, committed) if raw is not None else None
-    users = spark.createDataFrame(postgres.fetch_users(args.pg_dsn), "id string, email string, quota bigint")
+    users = spark.createDataFrame(
+        postgres.fetch_users(args.pg_dsn), "id string, email string, quota bigint"
+    )
     result = compute_hour(events, users) if events is not None else None
     if result is None or result.valid_events == 0:
         require_no_counted_events(args, layout, committed)
-        log.warning("no committed events for hour %s under %s: nothing written", hour_text, layout.raw)
+        log.warning(
+            "no committed events for hour %s under %s: nothing written", hour_text, layout.raw
+        )
         return None
     raw_rows, distinct_offsets = raw_figures(events)
-    run = postgres.HourRun(committed, raw_rows, distinct_offsets, records_behind=behind, forced=args.allow_incomplete)
+    run = postgres.HourRun(
+        committed, raw_rows, distinct_offsets, records_behind=behind, forced=args.allow_incomplete
+    )
     if not publish(args, hour_text, result, run):
         return None
     log.info(
         "hour %s: %d events, %d bytes (%d from unknown devices), %d users over quota, from streaming batches up to %d;"
         " passed the quality gate and published",
-        hour_text, result.valid_events, result.valid_bytes, result.unknown_device_bytes, len(result.over_quota), committed,
+        hour_text,
+        result.valid_events,
+        result.valid_bytes,
+        result.unknown_device_bytes,
+        len(result.over_quota),
+        committed,
     )
     return result
 
 
-def require_complete(spark: SparkSession, args: argparse.Namespace, checkpoint: str, committed: int | None) -> int:
+def require_complete(
+    spark: SparkSession, args: argparse.Namespace, checkpoint: str, committed: int | None
+) -> int:
     """Records the speed layer is behind by for the hour: 0, or HourIncomplete unless forced."""
     lags = hour_lags(spark, args, checkpoint, committed)
     behind = completeness.records_behind(lags)
@@ -226,14 +297,24 @@ def require_complete(spark: SparkSession, args: argparse.Namespace, checkpoint: 
             " Wait for the streaming job to catch up (batch_hourly waits by itself), or publish it anyway with --allow-incomplete"
         )
     if behind:
-        log.warning("--allow-incomplete: publishing hour %s although the %s", iso_hour(args.hour), completeness.describe_lag(lags))
+        log.warning(
+            "--allow-incomplete: publishing hour %s although the %s",
+            iso_hour(args.hour),
+            completeness.describe_lag(lags),
+        )
     return behind
 
 
-def hour_lags(spark: SparkSession, args: argparse.Namespace, checkpoint: str, committed: int | None) -> list[PartitionLag]:
+def hour_lags(
+    spark: SparkSession, args: argparse.Namespace, checkpoint: str, committed: int | None
+) -> list[PartitionLag]:
     """Per partition, where the committed micro-batches end and what the hour needs; the topic is
     the one the checkpoint reads (or --topic before its first batch)."""
-    logged = logged_end_offsets(spark, checkpoint, committed) if committed is not None else {args.topic: {}}
+    logged = (
+        logged_end_offsets(spark, checkpoint, committed)
+        if committed is not None
+        else {args.topic: {}}
+    )
     lateness = timedelta(minutes=args.lateness_minutes)
     lags: list[PartitionLag] = []
     try:
@@ -247,8 +328,12 @@ def hour_lags(spark: SparkSession, args: argparse.Namespace, checkpoint: str, co
     return lags
 
 
-def require_no_counted_events(args: argparse.Namespace, layout: StorageLayout, committed: int | None) -> None:
-    counted = postgres.speed_events_of_hour(args.pg_dsn, args.hour, committed if committed is not None else -1)
+def require_no_counted_events(
+    args: argparse.Namespace, layout: StorageLayout, committed: int | None
+) -> None:
+    counted = postgres.speed_events_of_hour(
+        args.pg_dsn, args.hour, committed if committed is not None else -1
+    )
     if counted:
         raise NoDataForCountedHour(
             f"hour {iso_hour(args.hour)}: no raw data under {layout.raw} in the committed micro-batches, but the speed"
@@ -256,7 +341,9 @@ def require_no_counted_events(args: argparse.Namespace, layout: StorageLayout, c
         )
 
 
-def publish(args: argparse.Namespace, hour_text: str, result: HourResult, run: postgres.HourRun) -> bool:
+def publish(
+    args: argparse.Namespace, hour_text: str, result: HourResult, run: postgres.HourRun
+) -> bool:
     """Write, gate and commit the hour; False when a run from newer input published it already."""
     checks = quality_gate.load_checks()
 
@@ -267,23 +354,32 @@ def publish(args: argparse.Namespace, hour_text: str, result: HourResult, run: p
             raise QualityGateFailed(hour_text, failures, len(outcomes))
 
     try:
-        postgres.with_retries(lambda: postgres.publish_hour(args.pg_dsn, args.hour, result, run, gate), DATABASE_OUTAGES)
+        postgres.with_retries(
+            lambda: postgres.publish_hour(args.pg_dsn, args.hour, result, run, gate),
+            DATABASE_OUTAGES,
+        )
     except postgres.HourSuperseded as superseded:
         log.warning("%s", superseded)
         return False
     except QualityGateFailed as failed:
         names, details = [outcome.name for outcome in failed.failures], str(failed)
         withdrawn = postgres.with_retries(
-            lambda: postgres.withdraw_hour(args.pg_dsn, args.hour, run, names, details), DATABASE_OUTAGES
+            lambda: postgres.withdraw_hour(args.pg_dsn, args.hour, run, names, details),
+            DATABASE_OUTAGES,
         )
         if withdrawn:
-            log.error("hour %s withdrawn from the batch layer: the speed layer answers it until a run passes", hour_text)
+            log.error(
+                "hour %s withdrawn from the batch layer: the speed layer answers it until a run passes",
+                hour_text,
+            )
         raise
     return True
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # kafka-python serves the completeness check only, whose outcome is logged in one line.
     logging.getLogger("kafka").setLevel(logging.WARNING)
     args = parse_args(argv)
@@ -294,8 +390,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_NOT_PUBLISHABLE)
     except (
-        postgres.DatabaseUnavailable, postgres.SchemaNotMigrated, postgres.InvalidDsn, DependencyDown,
-        HourIncomplete, KafkaUnavailable,
+        postgres.DatabaseUnavailable,
+        postgres.SchemaNotMigrated,
+        postgres.InvalidDsn,
+        DependencyDown,
+        HourIncomplete,
+        KafkaUnavailable,
     ) as error:
         sys.exit(f"error: {error}")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 DEFAULT_LATENESS = timedelta(minutes=10)
 
@@ -47,12 +47,19 @@ def deadline(hour: datetime, lateness: timedelta = DEFAULT_LATENESS) -> datetime
     try:
         return hour + timedelta(hours=1) + lateness
     except OverflowError:
-        raise HourIncomplete(f"the lateness allowance of hour {hour.isoformat()} ends after the year 9999") from None
+        raise HourIncomplete(
+            f"the lateness allowance of hour {hour.isoformat()} ends after the year 9999"
+        ) from None
 
 
-def partition_lags(topic: str, targets: Mapping[int, int], committed: Mapping[int, int]) -> list[PartitionLag]:
+def partition_lags(
+    topic: str, targets: Mapping[int, int], committed: Mapping[int, int]
+) -> list[PartitionLag]:
     """Per partition of the topic, its target and what the speed layer committed (0: nothing yet)."""
-    return sorted(PartitionLag(topic, partition, target, committed.get(partition, 0)) for partition, target in targets.items())
+    return sorted(
+        PartitionLag(topic, partition, target, committed.get(partition, 0))
+        for partition, target in targets.items()
+    )
 
 
 def records_behind(lags: Iterable[PartitionLag]) -> int:
@@ -61,13 +68,19 @@ def records_behind(lags: Iterable[PartitionLag]) -> int:
 
 def describe_lag(lags: Iterable[PartitionLag]) -> str:
     """'speed layer is 12,345 records behind on devices-2 (and 10 on devices-0)', or that it is caught up."""
-    behind = sorted((lag for lag in lags if lag.behind), key=lambda lag: (-lag.behind, lag.partition))
+    behind = sorted(
+        (lag for lag in lags if lag.behind), key=lambda lag: (-lag.behind, lag.partition)
+    )
     if not behind:
         return "speed layer has committed every record of the hour"
     first, rest = behind[0], behind[1:]
     text = f"speed layer is {first.behind:,} records behind on {first.topic}-{first.partition}"
     if rest:
-        text += " (and " + ", ".join(f"{lag.behind:,} on {lag.topic}-{lag.partition}" for lag in rest) + ")"
+        text += (
+            " (and "
+            + ", ".join(f"{lag.behind:,} on {lag.topic}-{lag.partition}" for lag in rest)
+            + ")"
+        )
     return text
 
 
@@ -78,9 +91,15 @@ def kafka_offsets_at(bootstrap_servers: str, topic: str, moment: datetime) -> di
     from kafka.errors import KafkaError
 
     try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), enable_auto_commit=False, request_timeout_ms=30_000)
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers.split(","),
+            enable_auto_commit=False,
+            request_timeout_ms=30_000,
+        )
     except KafkaError as error:
-        raise KafkaUnavailable(f"no Kafka broker answers at {bootstrap_servers} ({error})") from error
+        raise KafkaUnavailable(
+            f"no Kafka broker answers at {bootstrap_servers} ({error})"
+        ) from error
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
@@ -89,28 +108,43 @@ def kafka_offsets_at(bootstrap_servers: str, topic: str, moment: datetime) -> di
         moment_ms = int(moment.timestamp() * 1000)
         if moment_ms <= 0:
             # Before 1970 Kafka held nothing (and negative times name special offsets in its API).
-            return {tp.partition: offset for tp, offset in consumer.beginning_offsets(wanted).items()}
-        stamped = consumer.offsets_for_times({tp: moment_ms for tp in wanted})
+            return {
+                tp.partition: offset for tp, offset in consumer.beginning_offsets(wanted).items()
+            }
+        stamped = consumer.offsets_for_times(dict.fromkeys(wanted, moment_ms))
         ends = consumer.end_offsets(wanted)
-        return {tp.partition: stamped[tp].offset if stamped.get(tp) is not None else ends[tp] for tp in wanted}
+        return {
+            tp.partition: stamped[tp].offset if stamped.get(tp) is not None else ends[tp]
+            for tp in wanted
+        }
     except KafkaError as error:
-        raise KafkaUnavailable(f"Kafka at {bootstrap_servers} did not give the offsets of {topic} ({error})") from error
+        raise KafkaUnavailable(
+            f"Kafka at {bootstrap_servers} did not give the offsets of {topic} ({error})"
+        ) from error
     finally:
         consumer.close()
 
 
 def committed_offsets(cursor, topic: str) -> dict[int, int]:
     """Per partition, the end offset of the last micro-batch the speed layer applied."""
-    cursor.execute("SELECT partition, next_offset FROM speed_partition_offsets WHERE topic = %s", (topic,))
+    cursor.execute(
+        "SELECT partition, next_offset FROM speed_partition_offsets WHERE topic = %s", (topic,)
+    )
     return {partition: offset for partition, offset in cursor.fetchall()}
 
 
 def hour_lags(
-    bootstrap_servers: str, topic: str, committed: Mapping[int, int], hour: datetime,
-    lateness: timedelta = DEFAULT_LATENESS, now: datetime | None = None,
+    bootstrap_servers: str,
+    topic: str,
+    committed: Mapping[int, int],
+    hour: datetime,
+    lateness: timedelta = DEFAULT_LATENESS,
+    now: datetime | None = None,
 ) -> list[PartitionLag]:
     """The lag of each partition for hour H; raises HourIncomplete before H's deadline."""
     end = deadline(hour, lateness)
-    if (now or datetime.now(timezone.utc)) < end:
-        raise HourIncomplete(f"the lateness allowance of hour {hour.isoformat()} ends at {end.isoformat()}")
+    if (now or datetime.now(UTC)) < end:
+        raise HourIncomplete(
+            f"the lateness allowance of hour {hour.isoformat()} ends at {end.isoformat()}"
+        )
     return partition_lags(topic, kafka_offsets_at(bootstrap_servers, topic, end), committed)

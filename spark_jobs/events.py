@@ -51,9 +51,8 @@ def _field_problem(field: str, expected_type: str) -> Column:
 
 def _string_problem(field: str) -> Column:
     value = F.col(field)
-    return (
-        F.when(F.instr(value, NUL) > 0, F.lit(f"nul_character:{field}"))
-        .when(F.length(value) > MAX_STRING_LENGTH, F.lit(f"too_long:{field}"))
+    return F.when(F.instr(value, NUL) > 0, F.lit(f"nul_character:{field}")).when(
+        F.length(value) > MAX_STRING_LENGTH, F.lit(f"too_long:{field}")
     )
 
 
@@ -64,7 +63,9 @@ def _rejection_reason() -> Column:
     costly, so it only runs for records that lack every field (`and` short-circuits).
     """
     parsed = F.col("parsed")
-    lacks_every_field = reduce(lambda a, b: a & b, [F.col(_type_column(f)).isNull() for f in EVENT_COLUMNS])
+    lacks_every_field = reduce(
+        lambda a, b: a & b, [F.col(_type_column(f)).isNull() for f in EVENT_COLUMNS]
+    )
     is_object = F.schema_of_variant(parsed).startswith("OBJECT<")
     field_problems = [_field_problem(f, _VARIANT_INTEGER) for f in INTEGER_FIELDS] + [
         _field_problem(f, _VARIANT_STRING) for f in STRING_FIELDS
@@ -81,7 +82,8 @@ def _rejection_reason() -> Column:
                 F.when(F.col("bytes") < 0, F.lit("negative_bytes")),
                 F.when(F.col("bytes") > MAX_BYTES, F.lit("bytes_too_large")),
                 F.when(
-                    (F.col("timestamp") < MIN_EPOCH_SECONDS) | (F.col("timestamp") > MAX_EPOCH_SECONDS),
+                    (F.col("timestamp") < MIN_EPOCH_SECONDS)
+                    | (F.col("timestamp") > MAX_EPOCH_SECONDS),
                     F.lit("timestamp_out_of_range"),
                 ),
             )
@@ -101,16 +103,23 @@ def classify_records(records: DataFrame) -> DataFrame:
     ).withColumn("parsed", F.try_parse_json("value"))
     typed = parsed.select(
         "*",
-        *[F.schema_of_variant(F.variant_get("parsed", f"$.{f}", "variant")).alias(_type_column(f)) for f in EVENT_COLUMNS],
+        *[
+            F.schema_of_variant(F.variant_get("parsed", f"$.{f}", "variant")).alias(_type_column(f))
+            for f in EVENT_COLUMNS
+        ],
         *[F.try_variant_get("parsed", f"$.{f}", "bigint").alias(f) for f in INTEGER_FIELDS],
         *[F.try_variant_get("parsed", f"$.{f}", "string").alias(f) for f in STRING_FIELDS],
     )
-    classified = typed.select("value", *KAFKA_METADATA_COLUMNS, *EVENT_COLUMNS, _rejection_reason().alias("reason"))
+    classified = typed.select(
+        "value", *KAFKA_METADATA_COLUMNS, *EVENT_COLUMNS, _rejection_reason().alias("reason")
+    )
     # A rejected record keeps only its raw value, so no half-parsed field can leak into a sum;
     # a valid one drops its raw text, which only the quarantine needs.
     # A value that is not UTF-8 is kept with its bad bytes replaced (U+FFFD), so that every reader
     # of the quarantine can open it; its offset still points at the original.
-    rejected_value = F.when(F.col("reason") == "invalid_utf8", F.make_valid_utf8("value")).otherwise(F.col("value"))
+    rejected_value = F.when(
+        F.col("reason") == "invalid_utf8", F.make_valid_utf8("value")
+    ).otherwise(F.col("value"))
     return classified.select(
         F.when(F.col("reason").isNotNull(), rejected_value).alias("value"),
         *KAFKA_METADATA_COLUMNS,
@@ -143,12 +152,18 @@ def reject_records(classified: DataFrame, rejections: list[tuple[Column, str]]) 
     if not rejections:
         return classified
     (first_condition, first_reason), *others = rejections
-    matched = reduce(lambda chain, rule: chain.when(rule[0], F.lit(rule[1])), others, F.when(first_condition, F.lit(first_reason)))
+    matched = reduce(
+        lambda chain, rule: chain.when(rule[0], F.lit(rule[1])),
+        others,
+        F.when(first_condition, F.lit(first_reason)),
+    )
     new_reason = F.when(F.col("reason").isNull(), matched)
     marked = classified.withColumn("_new_reason", new_reason)
     rejected_now = F.col("_new_reason").isNotNull()
     return marked.select(
-        F.when(rejected_now, F.to_json(F.struct(*EVENT_COLUMNS))).otherwise(F.col("value")).alias("value"),
+        F.when(rejected_now, F.to_json(F.struct(*EVENT_COLUMNS)))
+        .otherwise(F.col("value"))
+        .alias("value"),
         *KAFKA_METADATA_COLUMNS,
         F.coalesce("reason", "_new_reason").alias("reason"),
         *[F.when(~rejected_now, F.col(c)).alias(c) for c in EVENT_COLUMNS],

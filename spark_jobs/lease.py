@@ -85,7 +85,13 @@ def _pid_alive(pid: int) -> bool:
 class Lease:
     """The lease folder at `location`, for one job: `acquire()`, `start_renewing()`, `release()`."""
 
-    def __init__(self, spark: SparkSession, location: str, purpose: str, ttl_seconds: float = DEFAULT_TTL_SECONDS):
+    def __init__(
+        self,
+        spark: SparkSession,
+        location: str,
+        purpose: str,
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+    ):
         self.location = location.rstrip("/")
         self.purpose = purpose
         self.ttl = ttl_seconds
@@ -97,7 +103,9 @@ class Lease:
         # A private instance, not the cached one Spark writes with, for the settings below: a local
         # disk's checksum side files would go stale whenever anything but Hadoop writes a lease
         # file (an operator, a test), and a lease is a few bytes of JSON that is parsed anyway.
-        self._fs = jvm.org.apache.hadoop.fs.FileSystem.newInstance(folder.toUri(), spark.sparkContext._jsc.hadoopConfiguration())
+        self._fs = jvm.org.apache.hadoop.fs.FileSystem.newInstance(
+            folder.toUri(), spark.sparkContext._jsc.hadoopConfiguration()
+        )
         self._fs.setVerifyChecksum(False)
         self._fs.setWriteChecksum(False)
         self._local_folder = _local_path(self.location)
@@ -116,7 +124,9 @@ class Lease:
         if not self._fs.exists(folder):
             return []
         names = [status.getPath().getName() for status in self._fs.listStatus(folder)]
-        return sorted(int(name[:-5]) for name in names if name.endswith(".json") and name[:-5].isdigit())
+        return sorted(
+            int(name[:-5]) for name in names if name.endswith(".json") and name[:-5].isdigit()
+        )
 
     def _current(self) -> Generation | None:
         """The highest generation, or None when nobody ever held the lease."""
@@ -127,7 +137,7 @@ class Lease:
         try:
             modified = self._fs.getFileStatus(path).getModificationTime()
             stream = self._fs.open(path)
-        except Exception as error:  # noqa: BLE001 - Py4J wraps FileNotFoundException: taken meanwhile
+        except Exception as error:
             if "FileNotFoundException" in str(error):
                 return self._current()
             raise
@@ -150,7 +160,10 @@ class Lease:
         if self._local_folder is not None:
             os.makedirs(self._local_folder, exist_ok=True)
             try:
-                descriptor = os.open(os.path.join(self._local_folder, generation_file(number)), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                descriptor = os.open(
+                    os.path.join(self._local_folder, generation_file(number)),
+                    os.O_CREAT | os.O_EXCL | os.O_WRONLY,
+                )
             except FileExistsError:
                 return False
             with os.fdopen(descriptor, "wb") as file:
@@ -162,7 +175,7 @@ class Lease:
                 stream.write(self._content())
             finally:
                 stream.close()
-        except Exception as error:  # noqa: BLE001 - Py4J wraps FileAlreadyExistsException / a 412
+        except Exception as error:
             if any(marker in str(error) for marker in ("AlreadyExists", "already exists", "412")):
                 return False
             raise
@@ -187,11 +200,21 @@ class Lease:
         watched_since = time.monotonic()
         while True:
             current = self._current()
-            if current is None or self._certainly_gone(current) or (
-                watched is not None and current == watched and time.monotonic() - watched_since > self.ttl
+            if (
+                current is None
+                or self._certainly_gone(current)
+                or (
+                    watched is not None
+                    and current == watched
+                    and time.monotonic() - watched_since > self.ttl
+                )
             ):
                 if current is not None:
-                    log.warning("taking over the %s lease of a job that is gone (%s)", self.purpose, current.holder.describe())
+                    log.warning(
+                        "taking over the %s lease of a job that is gone (%s)",
+                        self.purpose,
+                        current.holder.describe(),
+                    )
                 number = 0 if current is None else current.number + 1
                 if self._create_exclusive(number):
                     self.number = number
@@ -199,7 +222,11 @@ class Lease:
                     self._forget_older(number)
                     return
                 continue  # another job took that generation first: judge it like any holder
-            if watched is not None and current != watched or current.holder.host == socket.gethostname():
+            if (
+                watched is not None
+                and current != watched
+                or current.holder.host == socket.gethostname()
+            ):
                 raise LeaseHeld(self._refusal(current))
             if watched is None:
                 watched, watched_since = current, time.monotonic()
@@ -209,7 +236,9 @@ class Lease:
         """A holder on this host whose process ended (the same pid as ours is an earlier run, say
         in a container that restarted)."""
         holder = current.holder
-        return holder.host == socket.gethostname() and (holder.pid == os.getpid() or not _pid_alive(holder.pid))
+        return holder.host == socket.gethostname() and (
+            holder.pid == os.getpid() or not _pid_alive(holder.pid)
+        )
 
     def _forget_older(self, number: int) -> None:
         for older in (n for n in self._numbers() if n < number):
@@ -225,7 +254,9 @@ class Lease:
     # ---- keeping it -----------------------------------------------------------------------
 
     def start_renewing(self) -> None:
-        self._renewer = threading.Thread(target=self._renew_until_stopped, name=f"lease-{self.purpose}", daemon=True)
+        self._renewer = threading.Thread(
+            target=self._renew_until_stopped, name=f"lease-{self.purpose}", daemon=True
+        )
         self._renewer.start()
 
     def _renew_until_stopped(self) -> None:
@@ -233,16 +264,28 @@ class Lease:
             try:
                 current = self._current()
                 if current is not None and current.number != self.number:
-                    log.error("the %s lease was taken by %s; this job stops writing", self.purpose, current.holder.describe())
+                    log.error(
+                        "the %s lease was taken by %s; this job stops writing",
+                        self.purpose,
+                        current.holder.describe(),
+                    )
                     self._lost.set()
                     return
                 self._rewrite()
                 self._last_renewed = time.monotonic()
-            except Exception as error:  # noqa: BLE001 - storage unreachable: try again next period
-                log.warning("could not renew the %s lease (%s); retrying", self.purpose, str(error).splitlines()[0])
+            except Exception as error:
+                log.warning(
+                    "could not renew the %s lease (%s); retrying",
+                    self.purpose,
+                    str(error).splitlines()[0],
+                )
             # Past this, a newcomer may rightly think us dead and take over: stop writing first.
             if time.monotonic() - self._last_renewed > self.ttl - RENEW_EVERY_SECONDS:
-                log.error("the %s lease could not be renewed for %.0f s; this job stops writing", self.purpose, self.ttl)
+                log.error(
+                    "the %s lease could not be renewed for %.0f s; this job stops writing",
+                    self.purpose,
+                    self.ttl,
+                )
                 self._lost.set()
                 return
 
@@ -259,14 +302,16 @@ class Lease:
                 current = self._current()
                 if current is not None and current.number == self.number:
                     self._fs.delete(self._path(generation_file(self.number)), False)
-        except Exception as error:  # noqa: BLE001 - a lease left behind only delays the next start on another host
-            log.warning("could not release the %s lease: %s", self.purpose, str(error).splitlines()[0])
+        except Exception as error:
+            log.warning(
+                "could not release the %s lease: %s", self.purpose, str(error).splitlines()[0]
+            )
         self._close_filesystem()
 
     def _close_filesystem(self) -> None:
         try:
             self._fs.close()
-        except Exception:  # noqa: BLE001 - the JVM is gone already (a SIGTERM to the process group)
+        except Exception:
             log.debug("the %s lease's file system was closed with the JVM", self.purpose)
 
 

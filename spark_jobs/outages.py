@@ -84,7 +84,11 @@ def wait_out(
             attempt += 1
             log.warning(
                 "%s unavailable (%s); retry %d in %.0f s, giving up after %s",
-                what, first_line(error), attempt, delay, _minutes(policy.limit),
+                what,
+                first_line(error),
+                attempt,
+                delay,
+                _minutes(policy.limit),
             )
             if policy.stop is not None:
                 if policy.stop.wait(delay):

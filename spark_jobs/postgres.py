@@ -31,7 +31,12 @@ SESSION_SETTINGS = {
     "tcp_keepalives_count": "3",
     "TimeZone": "UTC",
 }
-CLIENT_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+CLIENT_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 # Errors that say the database is (for now) out of reach, as opposed to refusing what was sent.
 CONNECTION_ERRORS = (psycopg2.OperationalError, psycopg2.InterfaceError)
 # Errors in which the database refuses a value: the same rows would fail on every replay.
@@ -126,7 +131,11 @@ def connect(dsn: str):
     options = " ".join(f"-c {name}={value}" for name, value in SESSION_SETTINGS.items())
     try:
         return psycopg2.connect(
-            dsn, connect_timeout=10, application_name="mobile-usage-spark", options=options, **CLIENT_KEEPALIVES
+            dsn,
+            connect_timeout=10,
+            application_name="mobile-usage-spark",
+            options=options,
+            **CLIENT_KEEPALIVES,
         )
     except psycopg2.ProgrammingError as error:
         raise InvalidDsn(f"PG_DSN is not a valid libpq DSN ({first_line(error)})") from error
@@ -142,7 +151,9 @@ def require_tables(dsn: str, tables: Iterable[str]) -> None:
         for table in tables:
             cur.execute("SELECT to_regclass(%s)", (table,))
             if cur.fetchone()[0] is None:
-                raise SchemaNotMigrated(f"table {table} is missing in PG_DSN's database; apply the migrations with `make up`")
+                raise SchemaNotMigrated(
+                    f"table {table} is missing in PG_DSN's database; apply the migrations with `make up`"
+                )
     conn.close()
 
 
@@ -158,18 +169,25 @@ def with_retries(action: Callable[[], T], policy: OutagePolicy | None = None) ->
     """Run `action`, waiting out a lost or refused connection: a restarted database must not end a
     long-running stream, and the action is idempotent so retrying is safe."""
     return wait_out(
-        action, what="PostgreSQL", transient=(*CONNECTION_ERRORS, DatabaseUnavailable), policy=policy or OutagePolicy()
+        action,
+        what="PostgreSQL",
+        transient=(*CONNECTION_ERRORS, DatabaseUnavailable),
+        policy=policy or OutagePolicy(),
     )
 
 
 def _upsert_statement(table: SpeedTable) -> sql.Composed:
-    user_filter = sql.SQL("JOIN user_metadata u ON u.id = v.key") if table.known_users_only else sql.SQL("")
+    user_filter = (
+        sql.SQL("JOIN user_metadata u ON u.id = v.key") if table.known_users_only else sql.SQL("")
+    )
     return sql.SQL(
         "INSERT INTO {table} ({key}, date, {total}) "
         "SELECT v.key, to_timestamp(v.window_start), v.total FROM (VALUES %s) AS v (key, window_start, total) {user_filter} "
         "ON CONFLICT ({key}, date) DO UPDATE SET {total} = {table}.{total} + EXCLUDED.{total}"
     ).format(
-        table=sql.Identifier(table.name), key=sql.Identifier(table.key), total=sql.Identifier(table.sum_column),
+        table=sql.Identifier(table.name),
+        key=sql.Identifier(table.key),
+        total=sql.Identifier(table.sum_column),
         user_filter=user_filter,
     )
 
@@ -192,7 +210,9 @@ HOUR_TEMPLATE = "(%s::bigint, %s::bigint, %s::bigint, %s::bigint)"
 def _upsert_increment(cur, table: SpeedTable, rows: Sequence[Increment]) -> None:
     """Add each (key, window start epoch, bytes) to its window's running total."""
     # Sorted so that two writers never lock the same rows in opposite orders.
-    execute_values(cur, _upsert_statement(table), sorted(rows), template=INCREMENT_TEMPLATE, page_size=1000)
+    execute_values(
+        cur, _upsert_statement(table), sorted(rows), template=INCREMENT_TEMPLATE, page_size=1000
+    )
 
 
 def _insert_hours(cur, hours: Sequence[HourCount], batch_id: int) -> None:
@@ -201,7 +221,11 @@ def _insert_hours(cur, hours: Sequence[HourCount], batch_id: int) -> None:
 
 
 def apply_speed_batch(
-    dsn: str, query_id: str, batch_id: int, totals: SpeedBatchTotals, refused: Sequence[RefusedRow] = (),
+    dsn: str,
+    query_id: str,
+    batch_id: int,
+    totals: SpeedBatchTotals,
+    refused: Sequence[RefusedRow] = (),
     end_offsets: Sequence[PartitionOffset] = (),
 ) -> bool:
     """Apply one micro-batch's window increments and hour counts exactly once, with the rows the
@@ -221,7 +245,10 @@ def apply_speed_batch(
                 "INSERT INTO speed_layer_progress (query_id, last_batch_id) VALUES (%s, -1) ON CONFLICT DO NOTHING",
                 (query_id,),
             )
-            cur.execute("SELECT last_batch_id FROM speed_layer_progress WHERE query_id = %s FOR UPDATE", (query_id,))
+            cur.execute(
+                "SELECT last_batch_id FROM speed_layer_progress WHERE query_id = %s FOR UPDATE",
+                (query_id,),
+            )
             (last_batch_id,) = cur.fetchone()
             if batch_id <= last_batch_id:
                 return False
@@ -231,13 +258,26 @@ def apply_speed_batch(
                 conn.rollback()
                 raise RowsRefused(error, refused_rows(conn, totals, batch_id)) from error
             if end_offsets:
-                rows = [(offset.topic, offset.partition, offset.next_offset, batch_id) for offset in sorted(end_offsets)]
+                rows = [
+                    (offset.topic, offset.partition, offset.next_offset, batch_id)
+                    for offset in sorted(end_offsets)
+                ]
                 execute_values(cur, OFFSETS_STATEMENT, rows, page_size=1000)
             if refused:
                 execute_values(
                     cur,
                     "INSERT INTO speed_refused_rows (query_id, batch_id, table_name, key, start, reason) VALUES %s",
-                    [(query_id, batch_id, row.table.name if row.table else "", row.key, row.start, row.reason) for row in refused],
+                    [
+                        (
+                            query_id,
+                            batch_id,
+                            row.table.name if row.table else "",
+                            row.key,
+                            row.start,
+                            row.reason,
+                        )
+                        for row in refused
+                    ],
                 )
             cur.execute(
                 "UPDATE speed_layer_progress SET last_batch_id = %s, valid_events = valid_events + %s, "
@@ -249,7 +289,9 @@ def apply_speed_batch(
         conn.close()
 
 
-def refused_in_batch(dsn: str, query_id: str, batch_id: int, tables: Iterable[SpeedTable]) -> list[RefusedRow]:
+def refused_in_batch(
+    dsn: str, query_id: str, batch_id: int, tables: Iterable[SpeedTable]
+) -> list[RefusedRow]:
     """The rows refused when the batch was applied before (a replay after a crash), or none."""
     by_name = {table.name: table for table in tables}
     with connect(dsn) as conn, conn.cursor() as cur:
@@ -277,7 +319,9 @@ def refused_rows(conn, totals: SpeedBatchTotals, batch_id: int) -> list[RefusedR
         (table, row, lambda cur, t=table, r=row: _upsert_increment(cur, t, [r]))
         for table, rows in totals.increments.items()
         for row in rows
-    ] + [(None, hour, lambda cur, h=hour: _insert_hours(cur, [h], batch_id)) for hour in totals.hours]
+    ] + [
+        (None, hour, lambda cur, h=hour: _insert_hours(cur, [h], batch_id)) for hour in totals.hours
+    ]
     refused = []
     try:
         with conn.cursor() as cur:
@@ -288,7 +332,11 @@ def refused_rows(conn, totals: SpeedBatchTotals, batch_id: int) -> list[RefusedR
                 except REFUSED_VALUE_ERRORS as error:
                     cur.execute("ROLLBACK TO SAVEPOINT one_row")
                     key = "" if table is None else row[0]
-                    refused.append(RefusedRow(table, key, row[0] if table is None else row[1], refusal_reason(error)))
+                    refused.append(
+                        RefusedRow(
+                            table, key, row[0] if table is None else row[1], refusal_reason(error)
+                        )
+                    )
     finally:
         conn.rollback()
     return refused
@@ -366,7 +414,9 @@ def withdraw_hour(dsn: str, hour, run: HourRun, failed_checks: Sequence[str], de
             if _lock_hour_and_find_newer_run(cur, hour, run) is not None:
                 return False
             for name in (*(table.name for table in HOURLY_TABLES), "batch_hour_runs"):
-                cur.execute(sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(name)), (hour,))
+                cur.execute(
+                    sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(name)), (hour,)
+                )
             cur.execute(
                 "INSERT INTO batch_hour_failures (date, failed_checks, details, last_streaming_batch) VALUES (%s, %s, %s, %s) "
                 "ON CONFLICT (date) DO UPDATE SET failed_checks = EXCLUDED.failed_checks, details = EXCLUDED.details, "
@@ -382,7 +432,8 @@ def speed_events_of_hour(dsn: str, hour, up_to_batch: int) -> int:
     """The events the speed layer counted in the hour, in its micro-batches up to `up_to_batch`."""
     with connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT coalesce(sum(events), 0) FROM speed_hour_batches WHERE date = %s AND batch_id <= %s", (hour, up_to_batch)
+            "SELECT coalesce(sum(events), 0) FROM speed_hour_batches WHERE date = %s AND batch_id <= %s",
+            (hour, up_to_batch),
         )
         (events,) = cur.fetchone()
     conn.close()
@@ -401,7 +452,9 @@ def _lock_hour_and_find_newer_run(cur, hour, run: HourRun) -> int | None:
 
 def _write_hour(cur, hour, result, run: HourRun) -> None:
     for table in HOURLY_TABLES:
-        cur.execute(sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(table.name)), (hour,))
+        cur.execute(
+            sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(table.name)), (hour,)
+        )
         rows = [(row[0], hour, *row[1:]) for row in getattr(result, table.result_field)]
         if rows:
             columns = (table.columns[0], "date", *table.columns[1:])
@@ -417,7 +470,14 @@ def _write_hour(cur, hour, result, run: HourRun) -> None:
         " raw_rows = EXCLUDED.raw_rows, distinct_offsets = EXCLUDED.distinct_offsets,"
         " records_behind = EXCLUDED.records_behind, forced = EXCLUDED.forced, computed_at = now()",
         (
-            hour, result.valid_events, result.valid_bytes, result.unknown_device_bytes, run.last_streaming_batch,
-            run.raw_rows, run.distinct_offsets, run.records_behind, run.forced,
+            hour,
+            result.valid_events,
+            result.valid_bytes,
+            result.unknown_device_bytes,
+            run.last_streaming_batch,
+            run.raw_rows,
+            run.distinct_offsets,
+            run.records_behind,
+            run.forced,
         ),
     )

@@ -55,7 +55,9 @@ class QualityGateFailed(RuntimeError):
     def __init__(self, hour: str, failures: Sequence[CheckOutcome], total: int):
         self.failures = list(failures)
         summary = "\n".join(outcome.describe() for outcome in failures)
-        super().__init__(f"{len(failures)} of {total} quality checks failed for hour {hour}; not published:\n{summary}")
+        super().__init__(
+            f"{len(failures)} of {total} quality checks failed for hour {hour}; not published:\n{summary}"
+        )
 
 
 def repository_root() -> Path:
@@ -81,10 +83,14 @@ def load_checks(folder: Path | None = None) -> list[QualityCheck]:
 def _checks_in_zip(bundle: Path) -> list[QualityCheck]:
     with zipfile.ZipFile(bundle) as archive:
         names = sorted(
-            name for name in archive.namelist()
+            name
+            for name in archive.namelist()
             if PurePosixPath(name).parent == CHECKS_FOLDER and name.endswith(".sql")
         )
-        return [QualityCheck(PurePosixPath(name).stem, archive.read(name).decode("utf-8")) for name in names]
+        return [
+            QualityCheck(PurePosixPath(name).stem, archive.read(name).decode("utf-8"))
+            for name in names
+        ]
 
 
 def run_checks(cursor, checks: Sequence[QualityCheck], hour: str) -> list[CheckOutcome]:

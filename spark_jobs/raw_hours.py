@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
@@ -64,7 +64,9 @@ def child_names(spark: SparkSession, location: str) -> list[str]:
     # and two Py4J calls per entry would cost a second. (Scala's generic array wrapper is the one
     # JVM helper Py4J lets a Path[] through to.)
     jvm = spark.sparkContext._jvm
-    listing = jvm.scala.Predef.genericWrapArray(jvm.org.apache.hadoop.fs.FileUtil.stat2Paths(fs.listStatus(path))).mkString("\n")
+    listing = jvm.scala.Predef.genericWrapArray(
+        jvm.org.apache.hadoop.fs.FileUtil.stat2Paths(fs.listStatus(path))
+    ).mkString("\n")
     return [entry.rsplit("/", 1)[-1] for entry in listing.split("\n") if entry]
 
 
@@ -78,7 +80,9 @@ def read_text(spark: SparkSession, location: str) -> str:
         stream.close()
 
 
-def logged_end_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> dict[str, dict[str, int]]:
+def logged_end_offsets(
+    spark: SparkSession, checkpoint: str, batch_id: int
+) -> dict[str, dict[str, int]]:
     """{topic: {partition: offset}} where micro-batch `batch_id` ends, from the checkpoint's offset
     log (Spark writes it before the batch runs; batch N reads from batch N-1's end to its own)."""
     lines = read_text(spark, f"{checkpoint.rstrip('/')}/offsets/{batch_id}").splitlines()
@@ -103,52 +107,84 @@ def last_committed_batch(spark: SparkSession, checkpoint: str) -> int | None:
 
 
 def _numbers(names: list[str], prefix: str) -> list[int]:
-    suffixes = (name[len(prefix):] for name in names if name.startswith(prefix))
+    suffixes = (name[len(prefix) :] for name in names if name.startswith(prefix))
     return [int(suffix) for suffix in suffixes if suffix.isdigit()]
 
 
 # ---- reading ----------------------------------------------------------------------------------
 
 
-def newest_compaction(spark: SparkSession, layout: StorageLayout, event_hour: str, through_batch: int) -> int | None:
+def newest_compaction(
+    spark: SparkSession, layout: StorageLayout, event_hour: str, through_batch: int
+) -> int | None:
     """The newest complete compaction of the hour covering no batch after `through_batch`."""
     candidates = sorted(
-        (n for n in _numbers(child_names(spark, layout.compacted_hour(event_hour)), COMPACTION_PREFIX) if n <= through_batch),
+        (
+            n
+            for n in _numbers(
+                child_names(spark, layout.compacted_hour(event_hour)), COMPACTION_PREFIX
+            )
+            if n <= through_batch
+        ),
         reverse=True,
     )
     return next(
-        (n for n in candidates if exists(spark, f"{layout.compaction(event_hour, n)}/{SUCCESS_MARKER}")),
+        (
+            n
+            for n in candidates
+            if exists(spark, f"{layout.compaction(event_hour, n)}/{SUCCESS_MARKER}")
+        ),
         None,
     )
 
 
-def raw_batches(spark: SparkSession, layout: StorageLayout, event_hour: str, after: int, through: int) -> list[int]:
+def raw_batches(
+    spark: SparkSession, layout: StorageLayout, event_hour: str, after: int, through: int
+) -> list[int]:
     """The hour's micro-batch folders with after < batch_id <= through."""
-    return sorted(n for n in _numbers(child_names(spark, layout.raw_hour(event_hour)), BATCH_PREFIX) if after < n <= through)
+    return sorted(
+        n
+        for n in _numbers(child_names(spark, layout.raw_hour(event_hour)), BATCH_PREFIX)
+        if after < n <= through
+    )
 
 
-def read_hour(spark: SparkSession, layout: StorageLayout, event_hour: str, through_batch: int) -> DataFrame | None:
+def read_hour(
+    spark: SparkSession, layout: StorageLayout, event_hour: str, through_batch: int
+) -> DataFrame | None:
     """Every raw row of the hour from micro-batches up to `through_batch`, each exactly once
     (HOUR_COLUMNS), or None when there is none. Only this hour's folders are listed."""
     compacted = newest_compaction(spark, layout, event_hour, through_batch)
     parts = []
     if compacted is not None:
-        parts.append(spark.read.schema(COMPACTED_SCHEMA).parquet(layout.compaction(event_hour, compacted)))
-    batches = raw_batches(spark, layout, event_hour, after=-1 if compacted is None else compacted, through=through_batch)
+        parts.append(
+            spark.read.schema(COMPACTED_SCHEMA).parquet(layout.compaction(event_hour, compacted))
+        )
+    batches = raw_batches(
+        spark,
+        layout,
+        event_hour,
+        after=-1 if compacted is None else compacted,
+        through=through_batch,
+    )
     if batches:
         # basePath turns the folder names back into the batch_id column.
         folders = [layout.raw_batch(event_hour, n) for n in batches]
         parts.append(spark.read.schema(RAW_SCHEMA).option("basePath", layout.raw).parquet(*folders))
     if not parts:
         return None
-    columns = [F.col(c).cast("bigint").alias(c) if c == "batch_id" else F.col(c) for c in HOUR_COLUMNS]
+    columns = [
+        F.col(c).cast("bigint").alias(c) if c == "batch_id" else F.col(c) for c in HOUR_COLUMNS
+    ]
     return reduce(DataFrame.unionByName, (part.select(*columns) for part in parts))
 
 
 # ---- compacting -------------------------------------------------------------------------------
 
 
-def compact_hour(spark: SparkSession, layout: StorageLayout, event_hour: str, through_batch: int) -> bool:
+def compact_hour(
+    spark: SparkSession, layout: StorageLayout, event_hour: str, through_batch: int
+) -> bool:
     """Rewrite the hour up to `through_batch` (committed batches only) as one file.
 
     Idempotent: a complete compaction through the same batch is kept, so replaying the
@@ -160,7 +196,9 @@ def compact_hour(spark: SparkSession, layout: StorageLayout, event_hour: str, th
     rows = read_hour(spark, layout, event_hour, through_batch)
     if rows is None:
         return False
-    rows.coalesce(1).write.mode("overwrite").option("parquet.block.size", COMPACTED_ROW_GROUP_BYTES).parquet(target)
+    rows.coalesce(1).write.mode("overwrite").option(
+        "parquet.block.size", COMPACTED_ROW_GROUP_BYTES
+    ).parquet(target)
     return True
 
 
@@ -189,7 +227,7 @@ class ClosedHourCompaction:
 
     def compact_closed_hours(self, current_batch: int, now: datetime | None = None) -> list[str]:
         """Called by micro-batch `current_batch`, whose own files are not committed yet."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         if not self._recovered:
             self._recover(current_batch, now)
         done = []
@@ -198,8 +236,13 @@ class ClosedHourCompaction:
                 continue
             try:
                 compact_hour(self.spark, self.layout, hour, newest)
-            except Exception as error:  # noqa: BLE001 - a failed compaction must not stop the stream
-                log.warning("compaction of hour %s through batch %d failed, retried later: %s", hour, newest, error)
+            except Exception as error:
+                log.warning(
+                    "compaction of hour %s through batch %d failed, retried later: %s",
+                    hour,
+                    newest,
+                    error,
+                )
                 continue
             del self.pending[hour]
             done.append(hour)
@@ -213,7 +256,11 @@ class ClosedHourCompaction:
         """After a (re)start: recent hours whose committed micro-batches outrun their compaction."""
         self._recovered = True
         oldest = event_hour_name(now - self.RECOVERY_WINDOW)
-        hours = [name.split("=", 1)[1] for name in child_names(self.spark, self.layout.raw) if name.startswith("event_hour=")]
+        hours = [
+            name.split("=", 1)[1]
+            for name in child_names(self.spark, self.layout.raw)
+            if name.startswith("event_hour=")
+        ]
         for hour in (h for h in hours if h >= oldest):
             committed = raw_batches(self.spark, self.layout, hour, -1, current_batch - 1)
             compacted = newest_compaction(self.spark, self.layout, hour, current_batch - 1)

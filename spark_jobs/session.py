@@ -20,7 +20,9 @@ def local_connector_jars(jars_dir: Path | None = None) -> list[str]:
     return sorted(str(jar) for jar in folder.glob("*.jar")) if folder.is_dir() else []
 
 
-def build_session(app_name: str, master: str | None = None, extra_conf: dict[str, str] | None = None) -> SparkSession:
+def build_session(
+    app_name: str, master: str | None = None, extra_conf: dict[str, str] | None = None
+) -> SparkSession:
     """A session for one job. `master` stays unset under spark-submit, which decides it."""
     builder = SparkSession.builder.appName(app_name)
     if master:

@@ -14,11 +14,11 @@ batches are final, and readers of raw/ keep to those (spark_jobs/raw_hours.py re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 RAW_PARTITION_COLUMNS = ("event_hour", "batch_id")
 EVENT_HOUR_FORMAT = "%Y-%m-%d-%H"
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def event_hour_name(moment: datetime) -> str:
@@ -27,7 +27,7 @@ def event_hour_name(moment: datetime) -> str:
     Not strftime: on Linux its %Y drops the leading zeros of years before 1000, and every year
     from 1 to 9999 is a valid event time.
     """
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     return f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}-{utc.hour:02d}"
 
 
@@ -37,12 +37,12 @@ def event_hour_of_epoch(epoch_seconds: int) -> str:
 
 def event_hour_start(name: str) -> datetime:
     """The start of the hour a partition name stands for."""
-    return datetime.strptime(name, EVENT_HOUR_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(name, EVENT_HOUR_FORMAT).replace(tzinfo=UTC)
 
 
 def iso_hour(moment: datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SSZ` for any year from 1 to 9999 (strftime drops leading zeros)."""
-    return f"{event_hour_name(moment)[:10]}T{moment.astimezone(timezone.utc):%H:%M:%S}Z"
+    return f"{event_hour_name(moment)[:10]}T{moment.astimezone(UTC):%H:%M:%S}Z"
 
 
 @dataclass(frozen=True)

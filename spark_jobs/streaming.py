@@ -37,7 +37,12 @@ from spark_jobs.events import classify_records, quarantine_records, reject_recor
 from spark_jobs.lease import Lease, LeaseHeld
 from spark_jobs.outages import DependencyDown, Interrupted, OutagePolicy, wait_out
 from spark_jobs.raw_hours import (
-    RAW_COLUMNS, ClosedHourCompaction, child_names, delete, last_committed_batch, logged_end_offsets,
+    RAW_COLUMNS,
+    ClosedHourCompaction,
+    child_names,
+    delete,
+    last_committed_batch,
+    logged_end_offsets,
 )
 from spark_jobs.session import build_session
 from spark_jobs.storage import StorageLayout, event_hour_of_epoch
@@ -47,11 +52,17 @@ log = logging.getLogger("spark_jobs.streaming")
 SPEED_TABLES = {
     BY_ANTENNA: postgres.SpeedTable("bytes_agg_antenna", BY_ANTENNA.key, BY_ANTENNA.sum_column),
     # Enriched with user_metadata as it is upserted: unknown devices count for antennas and apps only.
-    BY_USER: postgres.SpeedTable("bytes_agg_user", BY_USER.key, BY_USER.sum_column, known_users_only=True),
+    BY_USER: postgres.SpeedTable(
+        "bytes_agg_user", BY_USER.key, BY_USER.sum_column, known_users_only=True
+    ),
     BY_APP: postgres.SpeedTable("bytes_agg_app", BY_APP.key, BY_APP.sum_column),
 }
 REQUIRED_TABLES = (
-    "user_metadata", "speed_layer_progress", "speed_hour_batches", "speed_partition_offsets", "speed_refused_rows",
+    "user_metadata",
+    "speed_layer_progress",
+    "speed_hour_batches",
+    "speed_partition_offsets",
+    "speed_refused_rows",
     *(t.name for t in SPEED_TABLES.values()),
 )
 # Marks the row of the per-batch result that carries the quarantined count, not a window total.
@@ -77,7 +88,9 @@ def window_seconds(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a window length like '5 minutes'")
     seconds = int(match["count"]) * WINDOW_UNITS[match["unit"]]
     if seconds == 0 or SECONDS_PER_HOUR % seconds:
-        raise argparse.ArgumentTypeError(f"{text!r} does not divide an hour (e.g. '1 minute', '5 minutes', '1 hour')")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} does not divide an hour (e.g. '1 minute', '5 minutes', '1 hour')"
+        )
     return seconds
 
 
@@ -89,7 +102,9 @@ def _window(text: str) -> str:
 def _max_offsets(text: str) -> int:
     value = positive_int(text)
     if value > MAX_OFFSETS_PER_TRIGGER:
-        raise argparse.ArgumentTypeError(f"at most {MAX_OFFSETS_PER_TRIGGER:,} (keeps every sum of a batch within 64 bits), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_OFFSETS_PER_TRIGGER:,} (keeps every sum of a batch within 64 bits), got {text!r}"
+        )
     return value
 
 
@@ -98,29 +113,72 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m spark_jobs.streaming",
         description="Speed layer: Kafka -> raw Parquet, quarantine and 5-minute aggregates in PostgreSQL.",
     )
-    parser.add_argument("--bootstrap-servers", default=settings.kafka_bootstrap_servers(), help="Kafka servers (env KAFKA_BOOTSTRAP_SERVERS)")
-    parser.add_argument("--topic", default=settings.kafka_topic(), help="Kafka topic (env KAFKA_TOPIC)")
-    parser.add_argument("--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)")
-    parser.add_argument("--pg-dsn-secret", default=secrets.pg_dsn_secret_default(), help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)")
-    parser.add_argument("--storage-root", default=settings.storage_root(), help="local folder or gs:// URI (env STORAGE_ROOT)")
-    parser.add_argument("--checkpoint", help="checkpoint location (default: STORAGE_ROOT/checkpoints/streaming)")
-    parser.add_argument("--window", type=_window, default="5 minutes", help="tumbling window length that divides an hour (default: '5 minutes')")
-    parser.add_argument("--trigger-seconds", type=positive_float, default=2.0, help="micro-batch interval (default: 2)")
     parser.add_argument(
-        "--max-offsets-per-trigger", type=_max_offsets, default=500_000,
+        "--bootstrap-servers",
+        default=settings.kafka_bootstrap_servers(),
+        help="Kafka servers (env KAFKA_BOOTSTRAP_SERVERS)",
+    )
+    parser.add_argument(
+        "--topic", default=settings.kafka_topic(), help="Kafka topic (env KAFKA_TOPIC)"
+    )
+    parser.add_argument(
+        "--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)"
+    )
+    parser.add_argument(
+        "--pg-dsn-secret",
+        default=secrets.pg_dsn_secret_default(),
+        help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)",
+    )
+    parser.add_argument(
+        "--storage-root",
+        default=settings.storage_root(),
+        help="local folder or gs:// URI (env STORAGE_ROOT)",
+    )
+    parser.add_argument(
+        "--checkpoint", help="checkpoint location (default: STORAGE_ROOT/checkpoints/streaming)"
+    )
+    parser.add_argument(
+        "--window",
+        type=_window,
+        default="5 minutes",
+        help="tumbling window length that divides an hour (default: '5 minutes')",
+    )
+    parser.add_argument(
+        "--trigger-seconds",
+        type=positive_float,
+        default=2.0,
+        help="micro-batch interval (default: 2)",
+    )
+    parser.add_argument(
+        "--max-offsets-per-trigger",
+        type=_max_offsets,
+        default=500_000,
         help=f"cap on records per micro-batch (default: 500000, at most {MAX_OFFSETS_PER_TRIGGER})",
     )
-    parser.add_argument("--starting-offsets", choices=("earliest", "latest"), default="earliest", help="where a new checkpoint starts reading")
-    parser.add_argument("--available-now", action="store_true", help="process what the topic holds now, then exit")
     parser.add_argument(
-        "--compact-after-minutes", type=non_negative_float, default=5.0,
+        "--starting-offsets",
+        choices=("earliest", "latest"),
+        default="earliest",
+        help="where a new checkpoint starts reading",
+    )
+    parser.add_argument(
+        "--available-now", action="store_true", help="process what the topic holds now, then exit"
+    )
+    parser.add_argument(
+        "--compact-after-minutes",
+        type=non_negative_float,
+        default=5.0,
         help="compact an hour's raw files into one this long after the hour ends (default: 5; before batch_hourly's lateness)",
     )
     parser.add_argument(
-        "--outage-limit-minutes", type=non_negative_float, default=30.0,
+        "--outage-limit-minutes",
+        type=non_negative_float,
+        default=30.0,
         help="how long to wait for an unavailable PostgreSQL or Kafka broker before exiting (default: 30; 0: do not wait)",
     )
-    parser.add_argument("--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)")
+    parser.add_argument(
+        "--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)"
+    )
     return parser.parse_args(argv)
 
 
@@ -155,9 +213,17 @@ def batch_totals(classified: DataFrame, events: DataFrame, window: str) -> DataF
     totals = totals_per_window(events, list(SPEED_TABLES), window).select(
         "table", "key", F.unix_seconds("date").alias("window_start"), "total", "events"
     )
-    quarantined = classified.where(F.col("reason").isNotNull()).groupBy().count().select(
-        F.lit(QUARANTINED_TAG).alias("table"), F.lit("").alias("key"), F.lit(0).cast("bigint").alias("window_start"),
-        F.lit(0).cast("bigint").alias("total"), F.col("count").alias("events"),
+    quarantined = (
+        classified.where(F.col("reason").isNotNull())
+        .groupBy()
+        .count()
+        .select(
+            F.lit(QUARANTINED_TAG).alias("table"),
+            F.lit("").alias("key"),
+            F.lit(0).cast("bigint").alias("window_start"),
+            F.lit(0).cast("bigint").alias("total"),
+            F.col("count").alias("events"),
+        )
     )
     return totals.unionByName(quarantined)
 
@@ -166,7 +232,9 @@ def speed_batch_totals(rows) -> postgres.SpeedBatchTotals:
     """The collected rows of `batch_totals` as what the batch adds to each table. Hours come from
     the antenna windows, which every valid event is in once (windows never straddle hours)."""
     by_key = {aggregate.key: table for aggregate, table in SPEED_TABLES.items()}
-    increments: dict[postgres.SpeedTable, list[postgres.Increment]] = {table: [] for table in SPEED_TABLES.values()}
+    increments: dict[postgres.SpeedTable, list[postgres.Increment]] = {
+        table: [] for table in SPEED_TABLES.values()
+    }
     hours: dict[int, list[int]] = {}
     quarantined = 0
     for row in rows:
@@ -175,7 +243,9 @@ def speed_batch_totals(rows) -> postgres.SpeedBatchTotals:
             continue
         increments[by_key[row["table"]]].append((row["key"], row["window_start"], row["total"]))
         if row["table"] == BY_ANTENNA.key:
-            hour = hours.setdefault(row["window_start"] - row["window_start"] % SECONDS_PER_HOUR, [0, 0])
+            hour = hours.setdefault(
+                row["window_start"] - row["window_start"] % SECONDS_PER_HOUR, [0, 0]
+            )
             hour[0] += row["events"]
             hour[1] += row["total"]
     return postgres.SpeedBatchTotals(
@@ -190,7 +260,12 @@ def refused_conditions(refused: list[postgres.RefusedRow], window: str) -> list[
     window_start = F.unix_seconds(F.window(F.timestamp_seconds("timestamp"), window).start)
     hour_start = F.col("timestamp") - F.pmod("timestamp", F.lit(SECONDS_PER_HOUR))
     return [
-        (hour_start == row.start if row.table is None else (F.col(row.table.key) == row.key) & (window_start == row.start), row.reason)
+        (
+            hour_start == row.start
+            if row.table is None
+            else (F.col(row.table.key) == row.key) & (window_start == row.start),
+            row.reason,
+        )
         for row in refused
     ]
 
@@ -209,8 +284,15 @@ class SpeedLayerBatch:
     """The body of every micro-batch. Each step is idempotent for a given batch id."""
 
     def __init__(
-        self, spark: SparkSession, layout: StorageLayout, checkpoint: str, pg_dsn: str, window: str,
-        compaction: ClosedHourCompaction, outages: OutagePolicy, leases: tuple[Lease, ...] = (),
+        self,
+        spark: SparkSession,
+        layout: StorageLayout,
+        checkpoint: str,
+        pg_dsn: str,
+        window: str,
+        compaction: ClosedHourCompaction,
+        outages: OutagePolicy,
+        leases: tuple[Lease, ...] = (),
     ):
         self.spark = spark
         self.layout = layout
@@ -264,13 +346,18 @@ class SpeedLayerBatch:
             compacted = self.compaction.compact_closed_hours(batch_id)
         log.info(
             "batch %d: %d events, %d quarantined%s, %s%s (%s)",
-            batch_id, totals.valid_events, totals.quarantined_events,
+            batch_id,
+            totals.valid_events,
+            totals.quarantined_events,
             " (some refused by PostgreSQL)" if outcome.refused_records else "",
             "applied" if outcome.applied else "already applied before a restart",
-            f", compacted hours {', '.join(compacted)}" if compacted else "", timings,
+            f", compacted hours {', '.join(compacted)}" if compacted else "",
+            timings,
         )
 
-    def _write_batch(self, classified: DataFrame, batch_id: int, timings: StepTimer) -> BatchOutcome:
+    def _write_batch(
+        self, classified: DataFrame, batch_id: int, timings: StepTimer
+    ) -> BatchOutcome:
         """Raw files, quarantine, then the database. Records the database refuses (a value it
         cannot store: replaying would fail the same way for ever) move to the quarantine, and the
         batch is written again without them."""
@@ -278,7 +365,9 @@ class SpeedLayerBatch:
         refused_rows = self._refused_before(batch_id)
         records = reject_records(classified, refused_conditions(refused_rows, self.window))
         # A crashed attempt may have written raw files for the records refused since: their hours.
-        written_hours = {event_hour_of_epoch(row.start - row.start % SECONDS_PER_HOUR) for row in refused_rows}
+        written_hours = {
+            event_hour_of_epoch(row.start - row.start % SECONDS_PER_HOUR) for row in refused_rows
+        }
         for _ in range(MAX_REFUSAL_ROUNDS + 1):
             events = valid_events(records)
             with timings.step("read+aggregate"):
@@ -300,7 +389,9 @@ class SpeedLayerBatch:
             self._require_leases()
             try:
                 with timings.step("postgres"):
-                    end_offsets = postgres.end_offsets_of(logged_end_offsets(self.spark, self.checkpoint, batch_id))
+                    end_offsets = postgres.end_offsets_of(
+                        logged_end_offsets(self.spark, self.checkpoint, batch_id)
+                    )
                     applied = postgres.with_retries(
                         lambda: postgres.apply_speed_batch(
                             self.pg_dsn, self._query_id, batch_id, totals, refused_rows, end_offsets
@@ -313,7 +404,10 @@ class SpeedLayerBatch:
                     raise StreamStopped(self._stop_message(batch_id, str(refusal))) from refusal
                 log.warning(
                     "batch %d: %s; quarantining the records behind %d refused rows (%s)",
-                    batch_id, refusal, len(refusal.rows), ", ".join(sorted({row.reason for row in refusal.rows})),
+                    batch_id,
+                    refusal,
+                    len(refusal.rows),
+                    ", ".join(sorted({row.reason for row in refusal.rows})),
                 )
                 refused_rows = refused_rows + refusal.rows
                 records = reject_records(classified, refused_conditions(refused_rows, self.window))
@@ -325,7 +419,10 @@ class SpeedLayerBatch:
             return []
         self._first_batch_of_run = False
         return postgres.with_retries(
-            lambda: postgres.refused_in_batch(self.pg_dsn, self._query_id, batch_id, SPEED_TABLES.values()), self.outages
+            lambda: postgres.refused_in_batch(
+                self.pg_dsn, self._query_id, batch_id, SPEED_TABLES.values()
+            ),
+            self.outages,
         )
 
     def _stop_message(self, batch_id: int, problem: str) -> str:
@@ -338,7 +435,9 @@ class SpeedLayerBatch:
     def _require_leases(self) -> None:
         for lease in self.leases:
             if lease.lost:
-                raise StreamStopped(f"this job lost its lease {lease.location} to another streaming job and stops writing")
+                raise StreamStopped(
+                    f"this job lost its lease {lease.location} to another streaming job and stops writing"
+                )
 
     def _write_raw(self, events: DataFrame, batch_id: int) -> None:
         # One writer task, so each micro-batch leaves one file per event hour for the batch layer.
@@ -373,7 +472,7 @@ def batch_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> str:
     try:
         end = logged_end_offsets(spark, checkpoint, batch_id)
         start = logged_end_offsets(spark, checkpoint, batch_id - 1) if batch_id > 0 else {}
-    except Exception:  # noqa: BLE001 - the message must still go out without the offsets
+    except Exception:
         return "offsets unknown: see the checkpoint's offsets log"
     ranges = []
     for topic, partitions in end.items():
@@ -390,16 +489,24 @@ def check_kafka(bootstrap_servers: str, topic: str) -> None:
     from kafka.errors import KafkaError
 
     try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), bootstrap_timeout_ms=10_000)
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers.split(","), bootstrap_timeout_ms=10_000
+        )
     except KafkaError as error:
-        raise KafkaNotReady(f"no Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers}; start one with `make up`") from error
+        raise KafkaNotReady(
+            f"no Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers}; start one with `make up`"
+        ) from error
     try:
         topics = consumer.topics()
     except KafkaError as error:
-        raise KafkaNotReady(f"the Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers} does not answer ({error})") from error
+        raise KafkaNotReady(
+            f"the Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers} does not answer ({error})"
+        ) from error
     else:
         if topic not in topics:
-            raise KafkaNotReady(f"Kafka topic {topic!r} does not exist at {bootstrap_servers}; `make up` creates it")
+            raise KafkaNotReady(
+                f"Kafka topic {topic!r} does not exist at {bootstrap_servers}; `make up` creates it"
+            )
     finally:
         consumer.close()
 
@@ -411,7 +518,12 @@ class KafkaNotReady(RuntimeError):
 def wait_for_dependencies(args: argparse.Namespace, policy: OutagePolicy) -> None:
     """Return once the broker has the topic and PostgreSQL has the schema; DependencyDown past the
     outage limit. A missing table is no outage: SchemaNotMigrated at once."""
-    wait_out(lambda: check_kafka(args.bootstrap_servers, args.topic), what="Kafka", transient=(KafkaNotReady,), policy=policy)
+    wait_out(
+        lambda: check_kafka(args.bootstrap_servers, args.topic),
+        what="Kafka",
+        transient=(KafkaNotReady,),
+        policy=policy,
+    )
     postgres.with_retries(lambda: postgres.require_tables(args.pg_dsn, REQUIRED_TABLES), policy)
 
 
@@ -427,10 +539,16 @@ def start_query(spark: SparkSession, args: argparse.Namespace, batch: SpeedLayer
     )
     # Classified on the stream, not in each batch: the plan is then built once, not per micro-batch.
     writer = (
-        classify_records(records).writeStream.queryName("speed_layer")
-        .option("checkpointLocation", batch.checkpoint).foreachBatch(batch)
+        classify_records(records)
+        .writeStream.queryName("speed_layer")
+        .option("checkpointLocation", batch.checkpoint)
+        .foreachBatch(batch)
     )
-    writer = writer.trigger(availableNow=True) if args.available_now else writer.trigger(processingTime=f"{args.trigger_seconds} seconds")
+    writer = (
+        writer.trigger(availableNow=True)
+        if args.available_now
+        else writer.trigger(processingTime=f"{args.trigger_seconds} seconds")
+    )
     batch.new_run()
     query = writer.start()
     batch.set_query_id(str(query.id))
@@ -442,7 +560,13 @@ class Supervisor:
     reason that passes (a broker restart, a database failover): Spark replays the unfinished
     batch, which is idempotent, so a restart changes no number."""
 
-    def __init__(self, spark: SparkSession, args: argparse.Namespace, batch: SpeedLayerBatch, policy: OutagePolicy):
+    def __init__(
+        self,
+        spark: SparkSession,
+        args: argparse.Namespace,
+        batch: SpeedLayerBatch,
+        policy: OutagePolicy,
+    ):
         self.spark = spark
         self.args = args
         self.batch = batch
@@ -463,10 +587,12 @@ class Supervisor:
         try:
             # A batch in progress (commit log included) finishes first, within reason.
             deadline = time.monotonic() + 600
-            while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+            while (
+                query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline
+            ):
                 time.sleep(0.1)
             query.stop()
-        except Exception as error:  # noqa: BLE001 - the job may be exiting already; nothing to stop then
+        except Exception as error:
             log.debug("stopping the query: %s", error)
 
     def run(self) -> None:
@@ -487,22 +613,30 @@ class Supervisor:
                 batches_at_failure = self.batch.batches_done
                 self._after_failure(error, failures, time.monotonic() - first_failure)
 
-    def _after_failure(self, error: StreamingQueryException, failures: int, failing_for: float) -> None:
+    def _after_failure(
+        self, error: StreamingQueryException, failures: int, failing_for: float
+    ) -> None:
         """Wait, then let the loop restart the query. A batch that keeps failing is given up only
         once it has failed several times and for as long as an outage may last: a broker that
         answers metadata but cannot serve fetches yet looks the same as a real error."""
         problem = _query_error_line(error)
-        if failures >= MAX_FAILURES_AT_ONE_BATCH and failing_for >= self.policy.limit.total_seconds():
+        if (
+            failures >= MAX_FAILURES_AT_ONE_BATCH
+            and failing_for >= self.policy.limit.total_seconds()
+        ):
             next_batch = _next_batch(self.spark, self.batch.checkpoint)
             raise StreamStopped(
                 f"the streaming query failed {failures} times in {failing_for:.0f} s at micro-batch {next_batch}"
                 f" ({batch_offsets(self.spark, self.batch.checkpoint, next_batch)}) while Kafka and PostgreSQL"
                 f" answer: {problem}. Fix the cause (see the log) and start the job again: it resumes at this batch"
             )
-        delay = min(2 ** failures, 60)
+        delay = min(2**failures, 60)
         log.warning(
             "streaming query stopped (%s); restarting it from its checkpoint in %d s once Kafka and PostgreSQL answer"
-            " (failure %d in a row)", problem, delay, failures,
+            " (failure %d in a row)",
+            problem,
+            delay,
+            failures,
         )
         if self.stopping.wait(delay):
             return
@@ -520,7 +654,11 @@ def _query_error_line(error: StreamingQueryException) -> str:
 
 
 def _next_batch(spark: SparkSession, checkpoint: str) -> int:
-    logged = [int(name) for name in child_names(spark, f"{checkpoint.rstrip('/')}/offsets") if name.isdigit()]
+    logged = [
+        int(name)
+        for name in child_names(spark, f"{checkpoint.rstrip('/')}/offsets")
+        if name.isdigit()
+    ]
     return max(logged, default=0)
 
 
@@ -529,11 +667,17 @@ def outage_policy(args: argparse.Namespace, stop: threading.Event | None = None)
 
 
 def speed_layer_batch(
-    spark: SparkSession, args: argparse.Namespace, layout: StorageLayout, policy: OutagePolicy, leases: tuple[Lease, ...] = ()
+    spark: SparkSession,
+    args: argparse.Namespace,
+    layout: StorageLayout,
+    policy: OutagePolicy,
+    leases: tuple[Lease, ...] = (),
 ) -> SpeedLayerBatch:
     compaction = ClosedHourCompaction(spark, layout, timedelta(minutes=args.compact_after_minutes))
     checkpoint = args.checkpoint or layout.streaming_checkpoint
-    return SpeedLayerBatch(spark, layout, checkpoint, args.pg_dsn, args.window, compaction, policy, leases)
+    return SpeedLayerBatch(
+        spark, layout, checkpoint, args.pg_dsn, args.window, compaction, policy, leases
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -558,7 +702,12 @@ def run(args: argparse.Namespace) -> None:
             taken.append(lease)
         for lease in taken:
             lease.start_renewing()
-        log.info("speed layer running: topic %s -> %s, checkpoint %s", args.topic, layout.raw, batch.checkpoint)
+        log.info(
+            "speed layer running: topic %s -> %s, checkpoint %s",
+            args.topic,
+            layout.raw,
+            batch.checkpoint,
+        )
         supervisor.run()
         if args.available_now and not stopping.is_set():
             compact_after_drain(spark, batch)
@@ -568,7 +717,9 @@ def run(args: argparse.Namespace) -> None:
         # A SIGTERM sent to the whole process group (systemd's default, `kill -- -PID`) also stops
         # the Spark JVM, often before the query's graceful stop: nothing is lost, the checkpoint
         # replays an unfinished batch on the next start.
-        log.info("the Spark JVM stopped with the job; an unfinished micro-batch replays on the next start")
+        log.info(
+            "the Spark JVM stopped with the job; an unfinished micro-batch replays on the next start"
+        )
     except KeyboardInterrupt:
         supervisor.stop()
     except Interrupted:
@@ -592,7 +743,9 @@ def quiet_kafka_client(spark: SparkSession) -> None:
     """The Kafka client inside Spark logs a warning per reconnect while the broker is down; the
     job's own retry lines say it once per attempt."""
     jvm = spark.sparkContext._jvm
-    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel("org.apache.kafka", jvm.org.apache.logging.log4j.Level.ERROR)
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        "org.apache.kafka", jvm.org.apache.logging.log4j.Level.ERROR
+    )
 
 
 def without_py4j_connection_tracebacks(record: logging.LogRecord) -> bool:
@@ -602,7 +755,9 @@ def without_py4j_connection_tracebacks(record: logging.LogRecord) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     for handler in logging.getLogger().handlers:
         handler.addFilter(without_py4j_connection_tracebacks)
     # kafka-python only serves the start-up check, whose failure is reported in one line below.
@@ -615,7 +770,14 @@ def main(argv: list[str] | None = None) -> None:
         run(args)
     except Interrupted:
         log.info("stopped while waiting for a dependency")
-    except (DependencyDown, StreamStopped, LeaseHeld, postgres.SchemaNotMigrated, postgres.InvalidDsn, postgres.DatabaseUnavailable) as error:
+    except (
+        DependencyDown,
+        StreamStopped,
+        LeaseHeld,
+        postgres.SchemaNotMigrated,
+        postgres.InvalidDsn,
+        postgres.DatabaseUnavailable,
+    ) as error:
         sys.exit(f"error: {error}")
 
 

@@ -27,7 +27,9 @@ DEFAULT_PG_DSN = "postgresql://platform:platform@127.0.0.1:5432/platform"
 
 def bundle(root: Path) -> dict[str, str]:
     """{path inside the bundle: YAML text}, as Superset reads an exported ZIP."""
-    return {path.relative_to(root).as_posix(): path.read_text() for path in sorted(root.rglob("*.yaml"))}
+    return {
+        path.relative_to(root).as_posix(): path.read_text() for path in sorted(root.rglob("*.yaml"))
+    }
 
 
 def database_uri_and_password(dsn: str) -> tuple[str, str]:
@@ -35,8 +37,15 @@ def database_uri_and_password(dsn: str) -> tuple[str, str]:
     parts = parse_dsn(dsn)
     password = parts.get("password", "")
     user = quote(parts.get("user", ""), safe="")
-    host, port, name = parts.get("host", "127.0.0.1"), parts.get("port", "5432"), parts.get("dbname", "platform")
-    return f"postgresql+psycopg2://{user}:{MASKED_PASSWORD}@{host}:{port}/{quote(name, safe='')}", password
+    host, port, name = (
+        parts.get("host", "127.0.0.1"),
+        parts.get("port", "5432"),
+        parts.get("dbname", "platform"),
+    )
+    return (
+        f"postgresql+psycopg2://{user}:{MASKED_PASSWORD}@{host}:{port}/{quote(name, safe='')}",
+        password,
+    )
 
 
 def with_database_from(contents: dict[str, str], dsn: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -48,14 +57,19 @@ def with_database_from(contents: dict[str, str], dsn: str) -> tuple[dict[str, st
 def main() -> None:
     from superset.app import create_app
 
-    contents, passwords = with_database_from(bundle(ASSETS), os.environ.get("PG_DSN", DEFAULT_PG_DSN))
+    contents, passwords = with_database_from(
+        bundle(ASSETS), os.environ.get("PG_DSN", DEFAULT_PG_DSN)
+    )
     app = create_app()
     with app.app_context():
-        from superset import security_manager
         from superset.commands.importers.v1.assets import ImportAssetsCommand
         from superset.utils.core import override_user
 
-        admin = security_manager.find_user(username=os.environ.get("SUPERSET_ADMIN_USERNAME", "admin"))
+        from superset import security_manager
+
+        admin = security_manager.find_user(
+            username=os.environ.get("SUPERSET_ADMIN_USERNAME", "admin")
+        )
         if admin is None:
             sys.exit("import_assets: no admin user yet; run `./superset.sh setup`")
         with override_user(admin):

@@ -8,7 +8,9 @@ per state folder when SUPERSET_SECRET_KEY is not set).
 import os
 from pathlib import Path
 
-STATE_DIR = Path(os.environ.get("SUPERSET_HOME") or Path(__file__).resolve().parents[1] / ".state" / "superset")
+STATE_DIR = Path(
+    os.environ.get("SUPERSET_HOME") or Path(__file__).resolve().parents[1] / ".state" / "superset"
+)
 
 SECRET_KEY = os.environ["SUPERSET_SECRET_KEY"]
 SQLALCHEMY_DATABASE_URI = f"sqlite:///{STATE_DIR / 'superset.db'}"

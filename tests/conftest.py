@@ -21,7 +21,9 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # Airflow reads its configuration when first imported, so it is set here, before any test module
 # imports it: a home of its own under .state/ (SQLite metadata database), never the user's, and
 # this repository's DAGs and plugins.
-AIRFLOW_TEST_HOME = Path(os.environ.get("PLATFORM_STATE_DIR", REPO_ROOT / ".state")) / "airflow-tests"
+AIRFLOW_TEST_HOME = (
+    Path(os.environ.get("PLATFORM_STATE_DIR", REPO_ROOT / ".state")) / "airflow-tests"
+)
 os.environ.update(
     AIRFLOW_HOME=str(AIRFLOW_TEST_HOME),
     AIRFLOW__CORE__DAGS_FOLDER=str(REPO_ROOT / "dags"),
@@ -51,6 +53,8 @@ def airflow_db() -> Path:
     marker = AIRFLOW_TEST_HOME / f".migrated-{version('apache-airflow')}"
     if not marker.exists():
         AIRFLOW_TEST_HOME.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True
+        )
         marker.touch()
     return AIRFLOW_TEST_HOME

@@ -64,9 +64,13 @@ class DataprocSubmitHourJobOperator(DataprocSubmitJobOperator):
     """Submits `job` once per hour: `job["reference"]["job_id"]` is the base of the ids (module doc)."""
 
     def execute(self, context):
-        hook = DataprocHook(gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain)
+        hook = DataprocHook(
+            gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain
+        )
         base_id = self.job["reference"]["job_id"]
-        submission = choose_submission(base_id, lambda job_id: self._job_state(hook, job_id), JOB_FINISHED_STATES)
+        submission = choose_submission(
+            base_id, lambda job_id: self._job_state(hook, job_id), JOB_FINISHED_STATES
+        )
         if submission.already_running:
             self.log.info(
                 "Dataproc job %s of this hour is %s (an earlier try's): waiting for it, not submitting again",
@@ -74,7 +78,10 @@ class DataprocSubmitHourJobOperator(DataprocSubmitJobOperator):
                 submission.running_state,
             )
             hook.wait_for_job(
-                job_id=submission.id, project_id=self.project_id, region=self.region, timeout=self.wait_timeout
+                job_id=submission.id,
+                project_id=self.project_id,
+                region=self.region,
+                timeout=self.wait_timeout,
             )
             self.log.info("Job %s completed successfully.", submission.id)
             return submission.id
@@ -87,4 +94,3 @@ class DataprocSubmitHourJobOperator(DataprocSubmitJobOperator):
         except NotFound:
             return None
         return job.status.state.name
-

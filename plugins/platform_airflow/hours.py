@@ -26,5 +26,7 @@ def batch_hour(dag_run: Any, data_interval_start: datetime | None) -> pendulum.D
             raise ValueError(f"conf hour {conf[HOUR_CONF_KEY]!r} is not the start of an hour")
         return hour
     if data_interval_start is None:
-        raise ValueError(f"a run of batch_hourly without a data interval needs conf {{{HOUR_CONF_KEY!r}: ...}}")
+        raise ValueError(
+            f"a run of batch_hourly without a data interval needs conf {{{HOUR_CONF_KEY!r}: ...}}"
+        )
     return pendulum.instance(data_interval_start).in_timezone("UTC")

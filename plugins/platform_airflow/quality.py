@@ -31,12 +31,15 @@ def measure_speed_drift(connection, hour: str, sql: str | None = None) -> list[d
 
 def describe_drift(row: dict[str, Any]) -> str:
     batch_bytes = row["batch_bytes"]
-    share = f"{100 * row['drift_bytes'] / batch_bytes:.3f} % of the batch total" if batch_bytes else "no batch bytes"
+    share = (
+        f"{100 * row['drift_bytes'] / batch_bytes:.3f} % of the batch total"
+        if batch_bytes
+        else "no batch bytes"
+    )
     return (
         f"speed-layer drift {row['batch_table']}: batch {row['batch_bytes']} - speed {row['speed_bytes']}"
         f" = {row['drift_bytes']} bytes ({share}); {row['keys_differing']} of {row['keys']} keys differ"
     )
-
 
 
 class SpeedDriftOperator(BaseSQLOperator):

@@ -66,7 +66,11 @@ def build_batch_task(
 
     if runner == DATAPROC:
         return DataprocSubmitHourJobOperator(
-            task_id=task_id, job=dataproc_job, project_id=gcp_project, region=gcp_region, **operator_kwargs
+            task_id=task_id,
+            job=dataproc_job,
+            project_id=gcp_project,
+            region=gcp_region,
+            **operator_kwargs,
         )
     raise ValueError(f"unknown runner {runner!r}; expected one of {', '.join(RUNNERS)}")
 
@@ -91,7 +95,9 @@ class LocalBatchSubmitOperator(SparkSubmitOperator):
             raise
 
 
-def local_spark_submit(*, task_id: str, application_args: Sequence[str], **operator_kwargs: Any) -> SparkSubmitOperator:
+def local_spark_submit(
+    *, task_id: str, application_args: Sequence[str], **operator_kwargs: Any
+) -> SparkSubmitOperator:
     return LocalBatchSubmitOperator(
         task_id=task_id,
         conn_id=LOCAL_SPARK_CONN_ID,

@@ -28,7 +28,14 @@ class SpeedLayerCaughtUpSensor(BaseSensorOperator):
     ui_color = "#e8f4ff"
 
     def __init__(
-        self, *, conn_id: str, hour: str, lateness_minutes: str | int, bootstrap_servers: str, topic: str, **kwargs: Any
+        self,
+        *,
+        conn_id: str,
+        hour: str,
+        lateness_minutes: str | int,
+        bootstrap_servers: str,
+        topic: str,
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("mode", "reschedule")
         super().__init__(**kwargs)
@@ -49,7 +56,11 @@ class SpeedLayerCaughtUpSensor(BaseSensorOperator):
             connection.close()
         try:
             lags = completeness.hour_lags(
-                self.bootstrap_servers, self.topic, committed, hour, timedelta(minutes=int(self.lateness_minutes))
+                self.bootstrap_servers,
+                self.topic,
+                committed,
+                hour,
+                timedelta(minutes=int(self.lateness_minutes)),
             )
         except (completeness.HourIncomplete, completeness.KafkaUnavailable) as waiting:
             self._last_state = str(waiting)
@@ -63,4 +74,6 @@ class SpeedLayerCaughtUpSensor(BaseSensorOperator):
         try:
             return super().execute(context)
         except AirflowSensorTimeout as timeout:
-            raise AirflowSensorTimeout(f"hour {self.hour} not complete: {self._last_state} ({timeout})") from None
+            raise AirflowSensorTimeout(
+                f"hour {self.hour} not complete: {self._last_state} ({timeout})"
+            ) from None

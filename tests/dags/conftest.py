@@ -24,7 +24,6 @@ CLOUD_CONFIG = {
     "AIRFLOW_VAR_DATAPROC_CLUSTER": "usage-batch",
     "AIRFLOW_VAR_CODE_URI": CODE_URI,
     "AIRFLOW_VAR_STORAGE_ROOT": STORAGE_ROOT,
-    "AIRFLOW_VAR_DATAPROC_SUBNETWORK": "projects/usage-platform/regions/europe-west1/subnetworks/dataproc",
     "AIRFLOW_CONN_PLATFORM_POSTGRES": CLOUD_SQL_URI,
     "AIRFLOW_VAR_KAFKA_BOOTSTRAP_SERVERS": KAFKA_BOOTSTRAP_SERVERS,
     "AIRFLOW_VAR_KAFKA_TOPIC": "devices",
@@ -40,7 +39,9 @@ def dataproc_run_batch_tasks(config: dict[str, str]) -> dict:
             env.setenv(name, value)
         for runner in ("dataproc",):
             env.setenv("BATCH_RUNNER", runner)
-            tasks[runner] = DagBag(dag_folder=REPO_ROOT / "dags").dags["batch_hourly"].get_task("run_batch")
+            tasks[runner] = (
+                DagBag(dag_folder=REPO_ROOT / "dags").dags["batch_hourly"].get_task("run_batch")
+            )
     return tasks
 
 
@@ -64,7 +65,10 @@ def rendered(task, hour_start=HOUR_START, try_number=1):
         "logical_date": hour_start,
         "ti": SimpleNamespace(try_number=try_number),
         "dag_run": SimpleNamespace(conf={}),
-        "var": {"value": VariableAccessor(deserialize_json=False), "json": VariableAccessor(deserialize_json=True)},
+        "var": {
+            "value": VariableAccessor(deserialize_json=False),
+            "json": VariableAccessor(deserialize_json=True),
+        },
         "conn": ConnectionAccessor(),
     }
     task.render_template_fields(context)

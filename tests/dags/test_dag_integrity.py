@@ -12,10 +12,10 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.google.cloud.operators.dataproc import DataprocSubmitJobOperator
 from airflow.sdk import CronDataIntervalTimetable
-
 from platform_airflow.quality import SpeedDriftOperator
-from platform_airflow.sensors import SpeedLayerCaughtUpSensor
 from platform_airflow.runners import RUNNERS
+from platform_airflow.sensors import SpeedLayerCaughtUpSensor
+
 from spark_jobs.quality_gate import load_checks
 from tests.conftest import REPO_ROOT
 
@@ -54,7 +54,9 @@ def test_every_dag_file_imports(parsed):
 def test_every_task_has_an_owner_and_retries(dags):
     for dag in dags:
         for task in dag.tasks:
-            assert task.owner not in ("", "airflow"), f"{dag.dag_id}.{task.task_id} has no owner of its own"
+            assert task.owner not in ("", "airflow"), (
+                f"{dag.dag_id}.{task.task_id} has no owner of its own"
+            )
             assert task.retries >= 2, f"{dag.dag_id}.{task.task_id} retries {task.retries} times"
 
 
@@ -68,9 +70,14 @@ def test_batch_hourly_runs_hourly_utc_intervals_with_catchup(batch_hourly):
     dag = batch_hourly
     # A plain cron string would give zero-width intervals in Airflow 3.
     assert isinstance(dag.timetable, CronDataIntervalTimetable), dag.dag_id
-    assert (dag.timetable.expression, dag.timetable.timezone) == (HOURLY_UTC.expression, HOURLY_UTC.timezone)
+    assert (dag.timetable.expression, dag.timetable.timezone) == (
+        HOURLY_UTC.expression,
+        HOURLY_UTC.timezone,
+    )
     assert dag.catchup is True, f"{dag.dag_id} cannot be backfilled by catchup"
-    assert 1 <= dag.max_active_runs <= 4, f"{dag.dag_id} may run {dag.max_active_runs} hours at once"
+    assert 1 <= dag.max_active_runs <= 4, (
+        f"{dag.dag_id} may run {dag.max_active_runs} hours at once"
+    )
 
 
 def test_batch_republish_triggers_batch_hourly_for_the_late_hours(parsed):
@@ -102,7 +109,9 @@ def test_batch_hourly_waits_for_a_complete_hour_without_holding_a_worker(batch_h
     assert sensor.conn_id == "platform_postgres"
 
 
-def test_batch_hourly_gates_the_hour_in_the_job_and_measures_it_on_the_serving_database(batch_hourly):
+def test_batch_hourly_gates_the_hour_in_the_job_and_measures_it_on_the_serving_database(
+    batch_hourly,
+):
     job = batch_hourly.get_task("run_batch")
     drift = batch_hourly.get_task("measure_speed_drift")
     assert isinstance(drift, SpeedDriftOperator) and drift.conn_id == "platform_postgres"
@@ -110,8 +119,12 @@ def test_batch_hourly_gates_the_hour_in_the_job_and_measures_it_on_the_serving_d
     args = getattr(job, "application_args", None) or job.job["pyspark_job"]["args"]
     assert {"--bootstrap-servers", "--topic", "--lateness-minutes"} <= set(args)
     assert {check.name for check in load_checks()} >= {
-        "raw_rows_are_distinct_offsets", "raw_rows_equal_speed_events", "bytes_equal_speed_bytes", "input_complete",
-        "over_quota_rows_match_user_totals", "user_rows_are_known_users",
+        "raw_rows_are_distinct_offsets",
+        "raw_rows_equal_speed_events",
+        "bytes_equal_speed_bytes",
+        "input_complete",
+        "over_quota_rows_match_user_totals",
+        "user_rows_are_known_users",
     }
 
 
@@ -124,7 +137,6 @@ def test_an_unknown_runner_fails_the_import():
 
 def test_a_run_computes_its_data_interval_or_the_hour_its_conf_names():
     import pendulum
-
     from platform_airflow.hours import batch_hour
 
     start = pendulum.datetime(2026, 11, 27, 10, tz="UTC")

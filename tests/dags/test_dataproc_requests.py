@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from google.cloud import dataproc_v1
 
-from tests.dags.conftest import CLOUD_SQL_URI, CODE_URI, HOUR_START, KAFKA_BOOTSTRAP_SERVERS, STORAGE_ROOT, rendered
+from tests.dags.conftest import (
+    CLOUD_SQL_URI,
+    CODE_URI,
+    HOUR_START,
+    KAFKA_BOOTSTRAP_SERVERS,
+    STORAGE_ROOT,
+    rendered,
+)
 
 
 def test_the_dataproc_job_is_a_valid_job_request(run_batch_tasks, cloud_config):
@@ -19,9 +26,20 @@ def test_the_dataproc_job_is_a_valid_job_request(run_batch_tasks, cloud_config):
     assert job.pyspark_job.main_python_file_uri == f"{CODE_URI}/spark_jobs/batch.py"
     assert list(job.pyspark_job.python_file_uris) == [f"{CODE_URI}/platform.zip"]
     assert list(job.pyspark_job.args) == [
-        "--hour", "2026-11-27T10:00:00Z", "--pg-dsn", CLOUD_SQL_URI.replace("postgresql://", "postgres://", 1),
-        "--pg-dsn-secret", "", "--storage-root", STORAGE_ROOT,
-        "--bootstrap-servers", KAFKA_BOOTSTRAP_SERVERS, "--topic", "devices", "--lateness-minutes", "10",
+        "--hour",
+        "2026-11-27T10:00:00Z",
+        "--pg-dsn",
+        CLOUD_SQL_URI.replace("postgresql://", "postgres://", 1),
+        "--pg-dsn-secret",
+        "",
+        "--storage-root",
+        STORAGE_ROOT,
+        "--bootstrap-servers",
+        KAFKA_BOOTSTRAP_SERVERS,
+        "--topic",
+        "devices",
+        "--lateness-minutes",
+        "10",
     ]
 
 

@@ -10,9 +10,9 @@ import pytest
 from airflow.providers.google.cloud.operators import dataproc as dataproc_operators
 from google.api_core.exceptions import AlreadyExists, NotFound
 from google.cloud import dataproc_v1
-
 from platform_airflow import dataproc
 from platform_airflow.dataproc import JOB_FINISHED_STATES, choose_submission
+
 from tests.dags.conftest import rendered
 
 JOB = "batch-hourly-20261127T10"
@@ -45,7 +45,6 @@ class FakeDataprocApi:
     def wait_for_job(self, job_id, project_id, region, timeout=None, **_):
         self.waited_for.append(job_id)
         self.jobs[job_id] = "DONE"
-
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -40,40 +40,100 @@ def dsn_uri(dsn: str) -> str:
 
 
 def run(command: list[str], env: dict[str, str], timeout: float) -> None:
-    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
 
 
 def simulate(env: dict[str, str], topic: str, start: datetime, seconds: int, seed: int) -> None:
-    run([sys.executable, "-m", "simulator", "--topic", topic, "--start", start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-         "--duration", str(seconds), "--rate", "0", "--unknown-devices", "2", "--seed", str(seed), "--no-progress"],
-        env, timeout=300)
+    run(
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "--topic",
+            topic,
+            "--start",
+            start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "--duration",
+            str(seconds),
+            "--rate",
+            "0",
+            "--unknown-devices",
+            "2",
+            "--seed",
+            str(seed),
+            "--no-progress",
+        ],
+        env,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="session")
 def pipeline_dsn(tmp_path_factory):
     """A database holding one closed hour (batch layer) and the current hour so far (speed layer)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     current_hour = now.replace(minute=0, second=0, microsecond=0)
     closed_hour = current_hour - timedelta(hours=1)
     storage = tmp_path_factory.mktemp("e2e-storage")
     topic = f"e2e-devices-{uuid.uuid4().hex[:10]}"
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers(), bootstrap_timeout_ms=10_000)
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers(), bootstrap_timeout_ms=10_000
+    )
     admin.create_topics([NewTopic(topic, num_partitions=TOPIC_PARTITIONS, replication_factor=1)])
     try:
         with scratch_database("e2e_serving") as dsn:
-            env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW_CONN_PLATFORM")}
+            env = {
+                key: value
+                for key, value in os.environ.items()
+                if not key.startswith("AIRFLOW_CONN_PLATFORM")
+            }
             # The hour is over and fully streamed: no need to wait out the lateness allowance.
-            env.update(PG_DSN=dsn_uri(dsn), STORAGE_ROOT=str(storage), KAFKA_TOPIC=topic, AIRFLOW_VAR_BATCH_LATENESS_MINUTES="0")
+            env.update(
+                PG_DSN=dsn_uri(dsn),
+                STORAGE_ROOT=str(storage),
+                KAFKA_TOPIC=topic,
+                AIRFLOW_VAR_BATCH_LATENESS_MINUTES="0",
+            )
             simulate(env, topic, closed_hour, 3600, seed=7)
             # The current hour so far, at least ten minutes of it (a few ticks in the future do no harm),
             # so that users with small quotas are over them live.
-            simulate(env, topic, current_hour, max(600, int((now - current_hour).total_seconds())), seed=8)
-            run([sys.executable, "-m", "spark_jobs.streaming", "--available-now", "--topic", topic,
-                 "--pg-dsn", dsn_uri(dsn), "--storage-root", str(storage), "--master", "local[2]"], env, timeout=900)
+            simulate(
+                env,
+                topic,
+                current_hour,
+                max(600, int((now - current_hour).total_seconds())),
+                seed=8,
+            )
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "spark_jobs.streaming",
+                    "--available-now",
+                    "--topic",
+                    topic,
+                    "--pg-dsn",
+                    dsn_uri(dsn),
+                    "--storage-root",
+                    str(storage),
+                    "--master",
+                    "local[2]",
+                ],
+                env,
+                timeout=900,
+            )
             # `dags test` takes the end of the hour it runs.
-            run(["./airflow.sh", "dags", "test", "batch_hourly", current_hour.isoformat()], env, timeout=900)
+            run(
+                ["./airflow.sh", "dags", "test", "batch_hourly", current_hour.isoformat()],
+                env,
+                timeout=900,
+            )
             yield dsn
     finally:
         admin.delete_topics([topic])
@@ -97,7 +157,9 @@ def wait_until_healthy(base_url: str, server: subprocess.Popen, log: Path) -> No
         except requests.ConnectionError:
             pass
         time.sleep(2)
-    raise AssertionError(f"Superset did not answer on {base_url} within {SUPERSET_START_TIMEOUT} s:\n{log.read_text()[-3000:]}")
+    raise AssertionError(
+        f"Superset did not answer on {base_url} within {SUPERSET_START_TIMEOUT} s:\n{log.read_text()[-3000:]}"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +183,11 @@ def superset_url(pipeline_dsn):
     with log.open("w") as log_file:
         server = subprocess.Popen(
             ["./superset.sh", "run", "--host", "127.0.0.1", "--port", str(port), "--with-threads"],
-            cwd=REPO_ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -7,7 +7,6 @@ layer."""
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 import requests
@@ -24,8 +23,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.services]
 DASHBOARD_SLUG = "mobile-usage"
 SCREENSHOT = REPO_ROOT / "docs" / "dashboard.png"
 CHARTS = {
-    "Traffic by answering layer", "Traffic per antenna", "Top users", "Share per app",
-    "Users over quota", "Speed-versus-batch drift",
+    "Traffic by answering layer",
+    "Traffic per antenna",
+    "Top users",
+    "Share per app",
+    "Users over quota",
+    "Speed-versus-batch drift",
 }
 CHART_LOAD_TIMEOUT = 120
 
@@ -33,7 +36,9 @@ CHART_LOAD_TIMEOUT = 120
 def system_chromium() -> tuple[str, str]:
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
-        pytest.fail("needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver")
+        pytest.fail(
+            "needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
+        )
     return chromium, driver
 
 
@@ -42,11 +47,19 @@ def browser():
     chromium, driver_path = system_chromium()
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1650",
-                     "--hide-scrollbars", "--force-device-scale-factor=1"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1650",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+    ):
         options.add_argument(argument)
     # The system's chromedriver, matching the system's chromium: Selenium Manager downloads nothing.
-    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver_path), options=options)
+    driver = webdriver.Chrome(
+        service=webdriver.ChromeService(executable_path=driver_path), options=options
+    )
     yield driver
     driver.quit()
 
@@ -54,7 +67,11 @@ def browser():
 @pytest.fixture(scope="module")
 def api(superset_url) -> requests.Session:
     session = requests.Session()
-    login = session.post(f"{superset_url}/api/v1/security/login", json={**ADMIN, "provider": "db", "refresh": False}, timeout=30)
+    login = session.post(
+        f"{superset_url}/api/v1/security/login",
+        json={**ADMIN, "provider": "db", "refresh": False},
+        timeout=30,
+    )
     login.raise_for_status()
     session.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
     return session
@@ -73,7 +90,9 @@ def open_dashboard_and_wait_for_charts(browser, superset_url: str) -> list:
     """The dashboard's chart containers, once none is loading any more."""
     browser.get(f"{superset_url}/superset/dashboard/{DASHBOARD_SLUG}/")
     wait = WebDriverWait(browser, CHART_LOAD_TIMEOUT)
-    wait.until(lambda driver: len(driver.find_elements(By.CLASS_NAME, "chart-container")) >= len(CHARTS))
+    wait.until(
+        lambda driver: len(driver.find_elements(By.CLASS_NAME, "chart-container")) >= len(CHARTS)
+    )
     try:
         wait.until(lambda driver: not driver.find_elements(By.CLASS_NAME, "loading"))
     except TimeoutException:
@@ -88,7 +107,9 @@ def chart_ids(api: requests.Session, superset_url: str) -> dict[str, int]:
 
 
 def chart_rows(api: requests.Session, superset_url: str, chart_id: int) -> list[dict]:
-    response = api.get(f"{superset_url}/api/v1/chart/{chart_id}/data/", params={"force": "true"}, timeout=60)
+    response = api.get(
+        f"{superset_url}/api/v1/chart/{chart_id}/data/", params={"force": "true"}, timeout=60
+    )
     assert response.status_code == 200, response.text[:2000]
     (result,) = response.json()["result"]
     assert not result.get("error"), result["error"]
@@ -99,7 +120,9 @@ def test_the_dashboard_renders_every_chart_with_data(browser, api, superset_url)
     log_in(browser, superset_url)
     containers = open_dashboard_and_wait_for_charts(browser, superset_url)
     # Let the charts' drawing animations end before the screenshot.
-    WebDriverWait(browser, 10).until(lambda driver: driver.execute_script("return document.readyState") == "complete")
+    WebDriverWait(browser, 10).until(
+        lambda driver: driver.execute_script("return document.readyState") == "complete"
+    )
     browser.execute_script("return new Promise(done => setTimeout(done, 3000))")
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOT))
@@ -107,7 +130,11 @@ def test_the_dashboard_renders_every_chart_with_data(browser, api, superset_url)
     errors = [alert.text for alert in browser.find_elements(By.XPATH, "//div[@role='alert']")]
     assert errors == [], f"the dashboard shows errors: {errors}"
     assert len(containers) == len(CHARTS)
-    empty = [c.text for c in browser.find_elements(By.CSS_SELECTOR, ".chart-container") if "No results" in c.text]
+    empty = [
+        c.text
+        for c in browser.find_elements(By.CSS_SELECTOR, ".chart-container")
+        if "No results" in c.text
+    ]
     assert empty == [], f"charts without data: {empty}"
 
     ids = chart_ids(api, superset_url)

@@ -33,8 +33,12 @@ def example_tfvars() -> dict:
         return {name: value for name, value in clean(hcl2.load(handle)).items()}
 
 
-def evaluator_for(terraform: Terraform, example_tfvars: dict, connector_jars: list[str]) -> Evaluator:
-    variables = {name: Evaluator(terraform, {}).value(value) for name, value in example_tfvars.items()}
+def evaluator_for(
+    terraform: Terraform, example_tfvars: dict, connector_jars: list[str]
+) -> Evaluator:
+    variables = {
+        name: Evaluator(terraform, {}).value(value) for name, value in example_tfvars.items()
+    }
     variables["project_id"] = PROJECT
     attributes = {**CLOUD_ATTRIBUTES, "local.connector_jars": connector_jars}
     return Evaluator(terraform, variables, attributes)

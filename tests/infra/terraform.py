@@ -29,7 +29,9 @@ INTERPOLATION = re.compile(r"\$\{")
 FOR_LIST = re.compile(r"^\[for (\w+) in (.+?) : (.+)\]$", re.S)
 CALL = re.compile(r"^(\w+)\((.*)\)$", re.S)
 # `google_x.name`, `random_x.name`, `terraform_data.name` and `ephemeral.random_x.name`.
-REFERENCE = re.compile(r"\b((?:ephemeral\.)?(?:google|random)_[a-z0-9_]+|terraform_data)\.([a-z0-9_]+)\b")
+REFERENCE = re.compile(
+    r"\b((?:ephemeral\.)?(?:google|random)_[a-z0-9_]+|terraform_data)\.([a-z0-9_]+)\b"
+)
 LOCAL_REFERENCE = re.compile(r"\blocal\.([a-z0-9_]+)")
 VARIABLE_REFERENCE = re.compile(r"\bvar\.[a-z0-9_]+")
 # A reference to a resource attribute, as far as its path goes: `google_x.name.attr[0].field`.
@@ -49,7 +51,9 @@ def unquote(text: str) -> str:
 def clean(value: Any) -> Any:
     """python-hcl2's tree without its bookkeeping keys, with unquoted keys."""
     if isinstance(value, dict):
-        return {unquote(key): clean(item) for key, item in value.items() if not key.startswith("__")}
+        return {
+            unquote(key): clean(item) for key, item in value.items() if not key.startswith("__")
+        }
     if isinstance(value, list):
         return [clean(item) for item in value]
     return value
@@ -207,7 +211,10 @@ class Evaluator:
         loop = FOR_LIST.match(expr)
         if loop:
             name, source, body = loop.groups()
-            return [self.expression(body, {**scope, name: item}) for item in self.expression(source, scope)]
+            return [
+                self.expression(body, {**scope, name: item})
+                for item in self.expression(source, scope)
+            ]
         call = CALL.match(expr)
         if call and call.group(1) == "tostring":
             return str(self.expression(call.group(2), scope))
@@ -268,37 +275,62 @@ def console_value(expression: str, module_dir: Path = TERRAFORM_DIR) -> Any:
     own message when Terraform rejects it (as `plan` would)."""
     binary = terraform_binary()
     if binary is None:
-        raise RuntimeError("terraform is not on PATH: install Terraform >= 1.11 (README, Deploying to Google Cloud)")
-    text = expression.replace("${path.module}", str(module_dir)).replace("path.module", json.dumps(str(module_dir)))
+        raise RuntimeError(
+            "terraform is not on PATH: install Terraform >= 1.11 (README, Deploying to Google Cloud)"
+        )
+    text = expression.replace("${path.module}", str(module_dir)).replace(
+        "path.module", json.dumps(str(module_dir))
+    )
     result = subprocess.run(
-        [binary, "console"], input=f"jsonencode({text})\n", capture_output=True, text=True, cwd=module_dir.parent,
-        env={"PATH": "/usr/bin:/bin", "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"}, timeout=60,
+        [binary, "console"],
+        input=f"jsonencode({text})\n",
+        capture_output=True,
+        text=True,
+        cwd=module_dir.parent,
+        env={"PATH": "/usr/bin:/bin", "TF_CLI_CONFIG_FILE": "/dev/null", "CHECKPOINT_DISABLE": "1"},
+        timeout=60,
     )
     if result.returncode != 0:
-        raise ValueError(f"terraform console rejected {expression}: {result.stderr.strip() or result.stdout.strip()}")
+        raise ValueError(
+            f"terraform console rejected {expression}: {result.stderr.strip() or result.stdout.strip()}"
+        )
     return json.loads(json.loads(result.stdout.strip()))
 
 
-def inline(terraform: Terraform, expr: str, variables: dict[str, str], attributes: dict[str, Any] | None = None) -> str:
+def inline(
+    terraform: Terraform,
+    expr: str,
+    variables: dict[str, str],
+    attributes: dict[str, Any] | None = None,
+) -> str:
     """`expr` with its locals inlined, its variables replaced by the HCL literals of `variables`
     ({"var.x": literal}) and resource attributes by `attributes` or a sample string: an
     expression `terraform console` can evaluate without a provider."""
     attributes = attributes or {}
     for _ in range(20):
         before = expr
-        expr = LOCAL_REFERENCE.sub(lambda match: "(" + hcl_of(terraform.locals[match.group(1)]) + ")", expr)
+        expr = LOCAL_REFERENCE.sub(
+            lambda match: "(" + hcl_of(terraform.locals[match.group(1)]) + ")", expr
+        )
         if expr == before:
             break
     expr = VARIABLE_REFERENCE.sub(lambda match: variables[match.group(0)], expr)
     return ATTRIBUTE_PATH.sub(
-        lambda match: json.dumps(attributes.get(match.group(0), "sample-" + match.group(0).replace(".", "-"))), expr
+        lambda match: json.dumps(
+            attributes.get(match.group(0), "sample-" + match.group(0).replace(".", "-"))
+        ),
+        expr,
     )
 
 
 def hcl_of(raw: Any) -> str:
     """python-hcl2's value as HCL source: `${expr}` as expr, a quoted string as it is."""
     if isinstance(raw, dict):
-        return "{" + ", ".join(f"{json.dumps(key)} = {hcl_of(value)}" for key, value in raw.items()) + "}"
+        return (
+            "{"
+            + ", ".join(f"{json.dumps(key)} = {hcl_of(value)}" for key, value in raw.items())
+            + "}"
+        )
     if isinstance(raw, list):
         return "[" + ", ".join(hcl_of(item) for item in raw) + "]"
     if isinstance(raw, str) and raw.startswith("${") and interpolations(raw)[:1] == [raw[2:-1]]:
@@ -308,7 +340,9 @@ def hcl_of(raw: Any) -> str:
     return json.dumps(raw)
 
 
-def hcl_variables(terraform: Terraform, tfvars: dict[str, Any], overrides: dict[str, Any]) -> dict[str, str]:
+def hcl_variables(
+    terraform: Terraform, tfvars: dict[str, Any], overrides: dict[str, Any]
+) -> dict[str, str]:
     """{"var.x": HCL literal} for every variable: `overrides`, else `tfvars`, else the default."""
     values = {}
     for name, body in terraform.variables.items():

@@ -16,7 +16,9 @@ import pytest
 from tests.conftest import REPO_ROOT
 from tests.infra.terraform import TERRAFORM_DIR
 
-CHECKOV = os.environ.get("CHECKOV", str(REPO_ROOT / ".state" / "tools" / "checkov" / "bin" / "checkov"))
+CHECKOV = os.environ.get(
+    "CHECKOV", str(REPO_ROOT / ".state" / "tools" / "checkov" / "bin" / "checkov")
+)
 INLINE_SKIP = re.compile(r"#\s*checkov:skip=(?P<check>[A-Z0-9_]+)(?::(?P<reason>.*))?")
 
 
@@ -47,8 +49,14 @@ def test_checkov_finds_no_failed_check(checkov_report):
 
 
 def test_every_skipped_check_is_inline_with_a_reason(checkov_report):
-    skips = [INLINE_SKIP.search(line) for path in TERRAFORM_DIR.rglob("*.tf") for line in path.read_text().splitlines()]
+    skips = [
+        INLINE_SKIP.search(line)
+        for path in TERRAFORM_DIR.rglob("*.tf")
+        for line in path.read_text().splitlines()
+    ]
     skips = [skip for skip in skips if skip]
-    assert all(skip["reason"] and len(skip["reason"].strip()) > 20 for skip in skips), "a skip lacks its reason"
+    assert all(skip["reason"] and len(skip["reason"].strip()) > 20 for skip in skips), (
+        "a skip lacks its reason"
+    )
     skipped = {check["check_id"] for check in checkov_report["results"]["skipped_checks"]}
     assert skipped == {skip["check"] for skip in skips}, "skipped checks and inline skips differ"

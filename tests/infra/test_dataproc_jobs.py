@@ -16,7 +16,14 @@ from deploy import package
 from tests.conftest import REPO_ROOT
 from tests.dags.conftest import dataproc_run_batch_tasks, rendered
 from tests.infra.conftest import BUCKET, KAFKA_IP, PROJECT, evaluator_for
-from tests.infra.terraform import TERRAFORM_DIR, all_strings, block, console_value, inline, terraform_binary
+from tests.infra.terraform import (
+    TERRAFORM_DIR,
+    all_strings,
+    block,
+    console_value,
+    inline,
+    terraform_binary,
+)
 
 SPARK_KAFKA_POM = REPO_ROOT / "services" / "maven" / "spark-kafka" / "pom.xml"
 
@@ -35,13 +42,18 @@ def uploaded_uris(terraform, code_build) -> set[str]:
     assert objects["for_each"] == "${local.code_files}"
     assert objects["name"] == '"${local.code_prefix}/${each.value}"'
     prefix = terraform.locals["code_prefix"].strip('"')
-    files = [path.relative_to(code_build).as_posix() for path in code_build.rglob("*") if path.is_file()]
+    files = [
+        path.relative_to(code_build).as_posix() for path in code_build.rglob("*") if path.is_file()
+    ]
     return {f"gs://{BUCKET}/{prefix}/{file}" for file in files}
 
 
 @pytest.fixture(scope="module")
 def evaluator(terraform, example_tfvars, code_build):
-    jars = sorted(path.relative_to(code_build).as_posix() for path in (code_build / package.JARS_FOLDER).glob("*.jar"))
+    jars = sorted(
+        path.relative_to(code_build).as_posix()
+        for path in (code_build / package.JARS_FOLDER).glob("*.jar")
+    )
     evaluator = evaluator_for(terraform, example_tfvars, jars)
     evaluator.attributes["path.module"] = str(TERRAFORM_DIR)
     return evaluator
@@ -70,27 +82,47 @@ def test_terraform_uploads_the_folder_deploy_package_builds(terraform, evaluator
 
 
 def test_the_package_holds_the_main_files_the_bundle_and_the_kafka_connector(code_build):
-    names = {path.relative_to(code_build).as_posix() for path in code_build.rglob("*") if path.is_file()}
-    assert {"platform.zip", "spark_jobs/batch.py", "spark_jobs/streaming.py", "deploy/migrate_job.py"} <= names
-    spark = re.search(r"<spark.version>([\d.]+)</spark.version>", SPARK_KAFKA_POM.read_text()).group(1)
+    names = {
+        path.relative_to(code_build).as_posix() for path in code_build.rglob("*") if path.is_file()
+    }
+    assert {
+        "platform.zip",
+        "spark_jobs/batch.py",
+        "spark_jobs/streaming.py",
+        "deploy/migrate_job.py",
+    } <= names
+    spark = re.search(
+        r"<spark.version>([\d.]+)</spark.version>", SPARK_KAFKA_POM.read_text()
+    ).group(1)
     assert f"jars/spark-sql-kafka-0-10_2.13-{spark}.jar" in names
     assert any(name.startswith("jars/kafka-clients-") for name in names)
 
 
-def test_the_streaming_job_is_a_valid_restartable_job_on_uploaded_code(terraform, evaluator, uploaded_uris):
-    job = dataproc_v1.Job(job_request(evaluator, terraform.resource("google_dataproc_job", "streaming")))
+def test_the_streaming_job_is_a_valid_restartable_job_on_uploaded_code(
+    terraform, evaluator, uploaded_uris
+):
+    job = dataproc_v1.Job(
+        job_request(evaluator, terraform.resource("google_dataproc_job", "streaming"))
+    )
 
     assert set(gs_uris(job)) <= uploaded_uris, set(gs_uris(job)) - uploaded_uris
     assert job.pyspark_job.main_python_file_uri.endswith("/spark_jobs/streaming.py")
     assert any("spark-sql-kafka" in uri for uri in job.pyspark_job.jar_file_uris)
-    assert 1 <= job.scheduling.max_failures_per_hour <= 10 and 1 <= job.scheduling.max_failures_total <= 240
-    assert job.placement.cluster_name == evaluator.value(terraform.resource("google_dataproc_cluster", "platform")["name"])
+    assert (
+        1 <= job.scheduling.max_failures_per_hour <= 10
+        and 1 <= job.scheduling.max_failures_total <= 240
+    )
+    assert job.placement.cluster_name == evaluator.value(
+        terraform.resource("google_dataproc_cluster", "platform")["name"]
+    )
     args = dict(zip(job.pyspark_job.args[::2], job.pyspark_job.args[1::2]))
     assert args["--bootstrap-servers"] == f"{KAFKA_IP}:9092" and args["--topic"] == "devices"
     assert args["--storage-root"] == f"gs://{BUCKET}/lake"
     assert args["--checkpoint"].startswith(f"gs://{BUCKET}/lake/checkpoints/")
     # The password travels in Secret Manager, never in the job's arguments.
-    assert "--pg-dsn" not in args and args["--pg-dsn-secret"].startswith(f"projects/{PROJECT}/secrets/")
+    assert "--pg-dsn" not in args and args["--pg-dsn-secret"].startswith(
+        f"projects/{PROJECT}/secrets/"
+    )
 
 
 def test_the_streaming_job_accepts_its_arguments(terraform, evaluator):
@@ -122,10 +154,19 @@ def gcloud_pyspark_job(argv: list[str]) -> dict:
 
 
 @pytest.mark.skipif(terraform_binary() is None, reason="terraform is not on PATH")
-def test_the_migration_job_is_valid_and_runs_the_uploaded_migrate_job(terraform, sample_values, uploaded_uris):
-    command = block(terraform.resource("terraform_data", "migrate"), "provisioner")["local-exec"]["command"]
-    attributes = {"google_storage_bucket.platform.name": BUCKET, "google_dataproc_cluster.platform.name": "usage-cluster"}
-    request = gcloud_pyspark_job(console_value(inline(terraform, command[2:-1], sample_values, attributes)).split())
+def test_the_migration_job_is_valid_and_runs_the_uploaded_migrate_job(
+    terraform, sample_values, uploaded_uris
+):
+    command = block(terraform.resource("terraform_data", "migrate"), "provisioner")["local-exec"][
+        "command"
+    ]
+    attributes = {
+        "google_storage_bucket.platform.name": BUCKET,
+        "google_dataproc_cluster.platform.name": "usage-cluster",
+    }
+    request = gcloud_pyspark_job(
+        console_value(inline(terraform, command[2:-1], sample_values, attributes)).split()
+    )
     assert request.pop("_unknown") == {}
     assert request.pop("_unplaced") == {"project": PROJECT, "region": "europe-west1"}
     job = dataproc_v1.Job(request)
@@ -133,7 +174,9 @@ def test_the_migration_job_is_valid_and_runs_the_uploaded_migrate_job(terraform,
     assert set(gs_uris(job)) <= uploaded_uris
     assert job.pyspark_job.main_python_file_uri.endswith("/deploy/migrate_job.py")
     assert list(job.pyspark_job.args[:1]) == ["--pg-dsn-secret"]
-    assert job.labels["pipeline"] == "migrate" and re.fullmatch(r"[0-9a-f]{12}", job.labels["schema"])
+    assert job.labels["pipeline"] == "migrate" and re.fullmatch(
+        r"[0-9a-f]{12}", job.labels["schema"]
+    )
     from deploy.migrate_job import parse_args
 
     assert parse_args(list(job.pyspark_job.args)).pg_dsn_secret.endswith("/versions/latest")
@@ -143,7 +186,10 @@ def test_the_migration_job_is_valid_and_runs_the_uploaded_migrate_job(terraform,
 def airflow_config(terraform, evaluator) -> dict[str, str]:
     variables = evaluator.value(terraform.locals["airflow_variables"])
     assert terraform.outputs["airflow_variables"]["value"] == "${local.airflow_variables}"
-    return {**variables, "AIRFLOW_CONN_PLATFORM_POSTGRES": "postgresql://platform:from-secret-manager@10.30.0.3:5432/platform"}
+    return {
+        **variables,
+        "AIRFLOW_CONN_PLATFORM_POSTGRES": "postgresql://platform:from-secret-manager@10.30.0.3:5432/platform",
+    }
 
 
 # Read with a default that only suits the laptop or that is a tuning knob, not a deployment fact.
@@ -162,7 +208,9 @@ def cloud_dag(airflow_config):
 
 
 def templated_strings(task) -> list[str]:
-    return [text for field in task.template_fields for text in all_strings(getattr(task, field, None))]
+    return [
+        text for field in task.template_fields for text in all_strings(getattr(task, field, None))
+    ]
 
 
 def test_terraform_provides_every_connection_and_variable_batch_hourly_uses_on_dataproc(
@@ -170,23 +218,46 @@ def test_terraform_provides_every_connection_and_variable_batch_hourly_uses_on_d
 ):
     connections, variables = set(), set()
     for task in cloud_dag.tasks:
-        connections |= {getattr(task, name) for name in CONNECTION_ATTRIBUTES if getattr(task, name, None)}
+        connections |= {
+            getattr(task, name) for name in CONNECTION_ATTRIBUTES if getattr(task, name, None)
+        }
         for text in templated_strings(task):
             connections |= set(re.findall(r"\bconn\.(\w+)", text))
-            variables |= {a or b for a, b in re.findall(r"var\.value\.(?:get\(['\"](\w+)['\"]|(\w+))", text)} - {"get"}
-    assert {"platform_postgres", "google_cloud_default"} <= connections, "the DAG's connections are not found"
+            variables |= {
+                a or b for a, b in re.findall(r"var\.value\.(?:get\(['\"](\w+)['\"]|(\w+))", text)
+            } - {"get"}
+    assert {"platform_postgres", "google_cloud_default"} <= connections, (
+        "the DAG's connections are not found"
+    )
     assert {"code_uri", "kafka_bootstrap_servers"} <= variables, "the DAG's Variables are not found"
 
     output_env = " ".join(all_strings(terraform.outputs["airflow_env"]["value"]))
     assert "local.airflow_connections" in output_env and "local.airflow_variables" in output_env
-    provided_connections = {name.removeprefix("AIRFLOW_CONN_").lower() for name in evaluator.value(terraform.locals["airflow_connections"])}
+    provided_connections = {
+        name.removeprefix("AIRFLOW_CONN_").lower()
+        for name in evaluator.value(terraform.locals["airflow_connections"])
+    }
     # Airflow's Secret Manager backend (prefix airflow-connections, airflow_env) reads these.
-    secret_ids = [evaluator.value(body["secret_id"]) for body in terraform.resources("google_secret_manager_secret").values()]
-    provided_connections |= {secret.removeprefix("airflow-connections-") for secret in secret_ids if secret.startswith("airflow-connections-")}
-    provided_variables = {name.removeprefix("AIRFLOW_VAR_").lower() for name in evaluator.value(terraform.locals["airflow_variables"])}
+    secret_ids = [
+        evaluator.value(body["secret_id"])
+        for body in terraform.resources("google_secret_manager_secret").values()
+    ]
+    provided_connections |= {
+        secret.removeprefix("airflow-connections-")
+        for secret in secret_ids
+        if secret.startswith("airflow-connections-")
+    }
+    provided_variables = {
+        name.removeprefix("AIRFLOW_VAR_").lower()
+        for name in evaluator.value(terraform.locals["airflow_variables"])
+    }
 
-    assert connections <= provided_connections, f"no connection {connections - provided_connections} on Google Cloud"
-    assert variables - OPTIONAL_VARIABLES <= provided_variables, f"no Variable {variables - OPTIONAL_VARIABLES - provided_variables}"
+    assert connections <= provided_connections, (
+        f"no connection {connections - provided_connections} on Google Cloud"
+    )
+    assert variables - OPTIONAL_VARIABLES <= provided_variables, (
+        f"no Variable {variables - OPTIONAL_VARIABLES - provided_variables}"
+    )
 
 
 def test_the_google_connection_uses_the_vm_identity_in_the_platform_project(terraform, evaluator):
@@ -195,10 +266,14 @@ def test_the_google_connection_uses_the_vm_identity_in_the_platform_project(terr
     assert connection == {"conn_type": "google_cloud_platform", "extra": {"project": PROJECT}}
 
 
-def test_the_completeness_sensor_reaches_kafka_from_the_airflow_vm(terraform, evaluator, airflow_config):
+def test_the_completeness_sensor_reaches_kafka_from_the_airflow_vm(
+    terraform, evaluator, airflow_config
+):
     """The sensor runs where Airflow runs: the VM of `airflow_subnetwork`, tagged `airflow_network_tag`."""
     tag = evaluator.value(terraform.outputs["airflow_network_tag"]["value"])
-    kafka_tags = set(evaluator.value(terraform.resource("google_compute_instance", "kafka")["tags"]))
+    kafka_tags = set(
+        evaluator.value(terraform.resource("google_compute_instance", "kafka")["tags"])
+    )
     port = airflow_config["AIRFLOW_VAR_KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1]
     admitted = [
         name
@@ -208,9 +283,15 @@ def test_the_completeness_sensor_reaches_kafka_from_the_airflow_vm(terraform, ev
         and any(port in evaluator.value(allow.get("ports", [])) for allow in rule["allow"])
     ]
     assert admitted, f"no firewall rule lets the Airflow VM (tag {tag}) reach Kafka on port {port}"
-    assert terraform.outputs["airflow_subnetwork"]["value"] == "${google_compute_subnetwork.platform.id}"
+    assert (
+        terraform.outputs["airflow_subnetwork"]["value"]
+        == "${google_compute_subnetwork.platform.id}"
+    )
     create = " ".join(all_strings(terraform.outputs["airflow_vm_create_command"]["value"]))
-    assert "--tags=${local.airflow_network_tag}" in create and "google_service_account.airflow.email" in create
+    assert (
+        "--tags=${local.airflow_network_tag}" in create
+        and "google_service_account.airflow.email" in create
+    )
 
 
 @pytest.fixture(scope="module")

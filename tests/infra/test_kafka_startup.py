@@ -47,13 +47,19 @@ def maven_repository(tmp_path_factory) -> Path:
     """The lock's jars in a Maven-layout folder, resolved from the pom (Maven's local cache)."""
     repository = tmp_path_factory.mktemp("maven-repository")
     jars = resolve_into(repository)
-    assert lock_text(repository, jars) == LOCK_FILE.read_text(), "kafka-jars.lock is stale: run python -m deploy.kafka_jars"
+    assert lock_text(repository, jars) == LOCK_FILE.read_text(), (
+        "kafka-jars.lock is stale: run python -m deploy.kafka_jars"
+    )
     return repository
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck missing: make test installs it")
+@pytest.mark.skipif(
+    shutil.which("shellcheck") is None, reason="shellcheck missing: make test installs it"
+)
 def test_the_startup_script_passes_shellcheck():
-    result = subprocess.run(["shellcheck", "--severity=style", str(STARTUP_SCRIPT)], capture_output=True, text=True)
+    result = subprocess.run(
+        ["shellcheck", "--severity=style", str(STARTUP_SCRIPT)], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout
 
 
@@ -84,21 +90,37 @@ def test_the_startup_script_installs_and_starts_kafka_with_the_topic(tmp_path, m
         "METADATA_URL": "http://127.0.0.1:9/unreachable",
     }
     try:
-        result = subprocess.run(["bash", str(STARTUP_SCRIPT)], env=env, capture_output=True, text=True, timeout=150)
+        result = subprocess.run(
+            ["bash", str(STARTUP_SCRIPT)], env=env, capture_output=True, text=True, timeout=150
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         assert "topic devices ready" in result.stderr
 
         unit = (root / "etc/systemd/system/kafka.service").read_text()
-        exec_start = next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart="))
-        assert shlex.split(exec_start)[-2:] == ["kafka.Kafka", str(root / "etc/kafka/server.properties")]
+        exec_start = next(
+            line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")
+        )
+        assert shlex.split(exec_start)[-2:] == [
+            "kafka.Kafka",
+            str(root / "etc/kafka/server.properties"),
+        ]
         assert "Restart=on-failure" in unit and "WantedBy=multi-user.target" in unit
         assert (root / "var/lib/kafka/logs/meta.properties").is_file()
-        assert len(list((root / "opt/kafka/libs").glob("*.jar"))) == len(LOCK_FILE.read_text().splitlines()) - 2
+        assert (
+            len(list((root / "opt/kafka/libs").glob("*.jar")))
+            == len(LOCK_FILE.read_text().splitlines()) - 2
+        )
 
         assert topic_partitions(f"127.0.0.1:{port}", "devices") == 4
 
         # A second boot changes nothing and finds the topic again.
-        again = subprocess.run(["bash", str(STARTUP_SCRIPT)], env={**env, "SYSTEMCTL": "true"}, capture_output=True, text=True, timeout=120)
+        again = subprocess.run(
+            ["bash", str(STARTUP_SCRIPT)],
+            env={**env, "SYSTEMCTL": "true"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert again.returncode == 0, again.stderr[-3000:]
         assert "formatting" not in again.stderr
     finally:

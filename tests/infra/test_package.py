@@ -58,7 +58,9 @@ def test_the_migration_job_applies_the_schema_from_the_bundle_and_is_repeatable(
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM user_metadata")
             assert cur.fetchone()[0] == 20
-            cur.execute("SELECT to_regclass('bytes_agg_antenna_1h') IS NOT NULL, to_regclass('batch_hour_runs') IS NOT NULL")
+            cur.execute(
+                "SELECT to_regclass('bytes_agg_antenna_1h') IS NOT NULL, to_regclass('batch_hour_runs') IS NOT NULL"
+            )
             assert cur.fetchone() == (True, True)
         conn.close()
 

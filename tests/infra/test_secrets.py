@@ -19,19 +19,29 @@ class FakeSecretManager:
 
     def access_secret_version(self, request):
         self.requested.append(request["name"])
-        return SimpleNamespace(payload=SimpleNamespace(data=self.payloads[request["name"]].encode()))
+        return SimpleNamespace(
+            payload=SimpleNamespace(data=self.payloads[request["name"]].encode())
+        )
 
 
 def test_a_named_secret_replaces_the_dsn():
-    client = FakeSecretManager({SECRET: "postgresql://platform:pw@10.30.0.3:5432/platform?sslmode=require\n"})
-    assert resolve_pg_dsn("", SECRET, client) == "postgresql://platform:pw@10.30.0.3:5432/platform?sslmode=require"
+    client = FakeSecretManager(
+        {SECRET: "postgresql://platform:pw@10.30.0.3:5432/platform?sslmode=require\n"}
+    )
+    assert (
+        resolve_pg_dsn("", SECRET, client)
+        == "postgresql://platform:pw@10.30.0.3:5432/platform?sslmode=require"
+    )
     assert client.requested == [SECRET]
 
 
 @pytest.mark.parametrize("secret", [None, ""])
 def test_without_a_secret_the_dsn_is_used_and_secret_manager_is_not_called(secret):
     client = FakeSecretManager({})
-    assert resolve_pg_dsn("postgresql://local/platform", secret, client) == "postgresql://local/platform"
+    assert (
+        resolve_pg_dsn("postgresql://local/platform", secret, client)
+        == "postgresql://local/platform"
+    )
     assert client.requested == []
 
 

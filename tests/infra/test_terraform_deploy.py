@@ -11,10 +11,18 @@ import re
 
 import pytest
 
-from tests.infra.terraform import all_strings, block, console_value, inline, interpolations, terraform_binary
+from tests.infra.terraform import (
+    all_strings,
+    block,
+    console_value,
+    inline,
+    interpolations,
+    terraform_binary,
+)
 
 needs_terraform = pytest.mark.skipif(
-    terraform_binary() is None, reason="terraform is not on PATH (README: Terraform >= 1.11 deploys the platform)"
+    terraform_binary() is None,
+    reason="terraform is not on PATH (README: Terraform >= 1.11 deploys the platform)",
 )
 
 # Which API a resource type needs. Service Usage and Cloud Resource Manager are enabled by hand
@@ -57,7 +65,9 @@ def test_every_resource_is_created_after_its_api_is_enabled(terraform):
         api = api_of(kind)
         if api in ENABLED_BY_HAND:
             continue
-        assert api in enabled, f"{kind}.{name} needs {api}, which google_project_service.required does not enable"
+        assert api in enabled, (
+            f"{kind}.{name} needs {api}, which google_project_service.required does not enable"
+        )
         assert API_SERVICE in terraform.depends_on_transitively((kind, name)), (
             f"{kind}.{name} may be created before {api} is enabled: make it depend on google_project_service.required"
         )
@@ -68,7 +78,9 @@ def test_every_fileset_is_one_plain_glob(terraform):
     calls = [match for expr in expressions_of(terraform) for match in FILESET.finditer(expr)]
     assert calls, "no fileset call found: the pattern is outdated"
     for call in calls:
-        assert not set(call["pattern"]) & set("{}[]\\"), f"fileset pattern {call['pattern']!r}: use one plain glob per call"
+        assert not set(call["pattern"]) & set("{}[]\\"), (
+            f"fileset pattern {call['pattern']!r}: use one plain glob per call"
+        )
 
 
 @needs_terraform
@@ -113,14 +125,18 @@ def test_terraform_destroy_is_not_stopped_by_what_cloud_sql_deletes_itself(terra
         resources = terraform.resources(kind)
         assert resources, f"no {kind}: the rule is outdated"
         for (_, name), body in resources.items():
-            assert body.get("deletion_policy") == f'"{policy}"', f"{kind}.{name} needs deletion_policy = {policy!r}"
+            assert body.get("deletion_policy") == f'"{policy}"', (
+                f"{kind}.{name} needs deletion_policy = {policy!r}"
+            )
 
 
 def test_no_dataproc_job_resource_runs_the_migration(terraform):
     """The provider returns once a job RUNS: a failed migration would count as applied."""
     for (_, name), job in terraform.resources("google_dataproc_job").items():
         main_file = block(job, "pyspark_config")["main_python_file_uri"]
-        assert "migrate_job.py" not in main_file, f"google_dataproc_job.{name} runs the migration without waiting for it"
+        assert "migrate_job.py" not in main_file, (
+            f"google_dataproc_job.{name} runs the migration without waiting for it"
+        )
 
 
 @needs_terraform
@@ -133,9 +149,9 @@ def test_the_migration_is_waited_for_and_fails_the_apply_when_it_fails(terraform
     assert argv[:5] == ["gcloud", "dataproc", "jobs", "submit", "pyspark"] and "--async" not in argv
     assert argv[5].endswith("/deploy/migrate_job.py")
     for (_, name), _job in terraform.resources("google_dataproc_job").items():
-        assert ("terraform_data", "migrate") in terraform.depends_on_transitively(("google_dataproc_job", name)), (
-            f"google_dataproc_job.{name} may start before the schema is migrated"
-        )
+        assert ("terraform_data", "migrate") in terraform.depends_on_transitively(
+            ("google_dataproc_job", name)
+        ), f"google_dataproc_job.{name} may start before the schema is migrated"
 
 
 def test_a_replaced_cluster_gets_its_streaming_job_again(terraform):
@@ -143,23 +159,45 @@ def test_a_replaced_cluster_gets_its_streaming_job_again(terraform):
     cluster = "${google_dataproc_cluster.platform}"
     for (_, name), job in terraform.resources("google_dataproc_job").items():
         # The job itself, or a random_id in its id (a new id is a new job).
-        triggers = [job, *[terraform.resources()[ref] for ref in terraform.references(job) if ref[0] == "random_id"]]
+        triggers = [
+            job,
+            *[
+                terraform.resources()[ref]
+                for ref in terraform.references(job)
+                if ref[0] == "random_id"
+            ],
+        ]
         triggers = [body for body in triggers if "lifecycle" in body]
         replaced_with_cluster = [
-            body for body in triggers if cluster in block(body, "lifecycle").get("replace_triggered_by", [])
+            body
+            for body in triggers
+            if cluster in block(body, "lifecycle").get("replace_triggered_by", [])
         ]
-        assert replaced_with_cluster, f"google_dataproc_job.{name} is not resubmitted when the cluster is replaced"
+        assert replaced_with_cluster, (
+            f"google_dataproc_job.{name} is not resubmitted when the cluster is replaced"
+        )
 
 
 def test_the_database_password_never_reaches_the_state(terraform):
     user = terraform.resource("google_sql_user", "platform")
-    assert "password" not in user and user["password_wo"] == "${ephemeral.random_password.postgres.result}"
+    assert (
+        "password" not in user
+        and user["password_wo"] == "${ephemeral.random_password.postgres.result}"
+    )
     for (_, name), version in terraform.resources("google_secret_manager_secret_version").items():
-        assert "secret_data" not in version, f"secret version {name} keeps its data in the state: use secret_data_wo"
+        assert "secret_data" not in version, (
+            f"secret version {name} keeps its data in the state: use secret_data_wo"
+        )
         assert "secret_data_wo_version" in version
-    assert not terraform.resources("random_password"), "a random_password resource keeps its result in the state"
-    required = re.search(r">=\s*1\.(\d+)", terraform.files["versions.tf"]["terraform"][0]["required_version"])
-    assert required and int(required.group(1)) >= 11, "ephemeral resources and write-only arguments need Terraform 1.11"
+    assert not terraform.resources("random_password"), (
+        "a random_password resource keeps its result in the state"
+    )
+    required = re.search(
+        r">=\s*1\.(\d+)", terraform.files["versions.tf"]["terraform"][0]["required_version"]
+    )
+    assert required and int(required.group(1)) >= 11, (
+        "ephemeral resources and write-only arguments need Terraform 1.11"
+    )
 
 
 def test_terraform_state_and_tfvars_are_never_committed():
@@ -191,7 +229,12 @@ def configuration_items(terraform):
 
 
 def expressions_of(terraform) -> list[str]:
-    return [expr for tree in terraform.files.values() for text in all_strings(tree) for expr in interpolations(text)]
+    return [
+        expr
+        for tree in terraform.files.values()
+        for text in all_strings(tree)
+        for expr in interpolations(text)
+    ]
 
 
 def top_interpolations(value) -> list[str]:
@@ -211,11 +254,12 @@ def strip_colors(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
-
 def test_every_terraform_output_the_readme_names_exists(terraform):
     from tests.conftest import REPO_ROOT
 
     readme = (REPO_ROOT / "README.md").read_text()
     named = set(re.findall(r"terraform -chdir=terraform output(?: -raw| -json)? (\w+)", readme))
     assert len(named) >= 5, "the README's output commands are not found: the pattern is outdated"
-    assert named <= set(terraform.outputs), f"the README names outputs that do not exist: {named - set(terraform.outputs)}"
+    assert named <= set(terraform.outputs), (
+        f"the README names outputs that do not exist: {named - set(terraform.outputs)}"
+    )

@@ -28,7 +28,9 @@ TOPIC_PARTITIONS = 4
 @pytest.fixture(scope="session")
 def kafka_admin():
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers(), bootstrap_timeout_ms=10_000)
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap_servers(), bootstrap_timeout_ms=10_000
+        )
     except KafkaError:
         pytest.fail(f"no Kafka broker at {settings.kafka_bootstrap_servers()}: run `make up` first")
     yield admin
@@ -38,7 +40,9 @@ def kafka_admin():
 @pytest.fixture
 def topic(kafka_admin):
     name = f"test-devices-{uuid.uuid4().hex[:10]}"
-    kafka_admin.create_topics([NewTopic(name, num_partitions=TOPIC_PARTITIONS, replication_factor=1)])
+    kafka_admin.create_topics(
+        [NewTopic(name, num_partitions=TOPIC_PARTITIONS, replication_factor=1)]
+    )
     yield name
     kafka_admin.delete_topics([name])
 
@@ -58,18 +62,34 @@ def query(dsn: str, statement: str, params: tuple = ()) -> list[tuple]:
     return rows
 
 
-def run_module(module: str, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *args: str, timeout: float = 300, check: bool = True
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"{module} {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{module} {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}"
+        )
     return result
 
 
 def streaming_args(topic: str, dsn: str, storage_root: Path, *extra: str) -> list[str]:
     return [
-        "--topic", topic, "--pg-dsn", dsn, "--storage-root", str(storage_root), "--master", "local[2]", *extra,
+        "--topic",
+        topic,
+        "--pg-dsn",
+        dsn,
+        "--storage-root",
+        str(storage_root),
+        "--master",
+        "local[2]",
+        *extra,
     ]
 
 
@@ -77,7 +97,9 @@ def epoch(iso_utc: str) -> int:
     return int(datetime.fromisoformat(iso_utc.replace("Z", "+00:00")).timestamp())
 
 
-def summary_totals(summary: dict, grain: str, dimension: str, key: str, keep=lambda key: True) -> dict[tuple[str, int], int]:
+def summary_totals(
+    summary: dict, grain: str, dimension: str, key: str, keep=lambda key: True
+) -> dict[tuple[str, int], int]:
     """The simulator's exact totals as {(key, window start epoch): bytes}."""
     return {
         (row[key], epoch(row["date"])): row["bytes"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 from contextlib import contextmanager
+
 from psycopg2.extensions import make_dsn
 
 

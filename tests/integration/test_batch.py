@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import json
 import subprocess
 import threading
 import time
@@ -31,23 +31,49 @@ HOUR = "2026-11-27T10:00:00Z"
 def hourly_expectations(summary: dict, users: dict[str, tuple[str, int]]) -> dict[str, set[tuple]]:
     """The four *_1h tables as the simulator's exact totals say they must be."""
     hour = epoch(HOUR)
-    user_rows = {(users[r["id"]][0], hour, r["bytes"]) for r in summary["hours"]["user"] if r["id"] in users and epoch(r["date"]) == hour}
+    user_rows = {
+        (users[r["id"]][0], hour, r["bytes"])
+        for r in summary["hours"]["user"]
+        if r["id"] in users and epoch(r["date"]) == hour
+    }
     quotas = {email: quota for email, quota in users.values()}
     return {
-        "antenna": {(r["antenna_id"], epoch(r["date"]), r["bytes"]) for r in summary["hours"]["antenna"] if epoch(r["date"]) == hour},
-        "app": {(r["app"], epoch(r["date"]), r["bytes"]) for r in summary["hours"]["app"] if epoch(r["date"]) == hour},
+        "antenna": {
+            (r["antenna_id"], epoch(r["date"]), r["bytes"])
+            for r in summary["hours"]["antenna"]
+            if epoch(r["date"]) == hour
+        },
+        "app": {
+            (r["app"], epoch(r["date"]), r["bytes"])
+            for r in summary["hours"]["app"]
+            if epoch(r["date"]) == hour
+        },
         "user": user_rows,
-        "over_quota": {(email, d, quotas[email], total) for email, d, total in user_rows if total > quotas[email]},
+        "over_quota": {
+            (email, d, quotas[email], total)
+            for email, d, total in user_rows
+            if total > quotas[email]
+        },
     }
 
 
 def hourly_tables(dsn: str) -> dict[str, set[tuple]]:
     epoch_date = "extract(epoch FROM date)::bigint"
     return {
-        "antenna": set(query(dsn, f"SELECT antenna_id, {epoch_date}, sum_antenna_bytes FROM bytes_agg_antenna_1h")),
+        "antenna": set(
+            query(
+                dsn, f"SELECT antenna_id, {epoch_date}, sum_antenna_bytes FROM bytes_agg_antenna_1h"
+            )
+        ),
         "app": set(query(dsn, f"SELECT app, {epoch_date}, sum_app_bytes FROM bytes_agg_app_1h")),
-        "user": set(query(dsn, f"SELECT email, {epoch_date}, sum_user_bytes FROM bytes_agg_user_1h")),
-        "over_quota": set(query(dsn, f"SELECT email, {epoch_date}, quota, sum_user_bytes FROM users_over_quota_1h")),
+        "user": set(
+            query(dsn, f"SELECT email, {epoch_date}, sum_user_bytes FROM bytes_agg_user_1h")
+        ),
+        "over_quota": set(
+            query(
+                dsn, f"SELECT email, {epoch_date}, quota, sum_user_bytes FROM users_over_quota_1h"
+            )
+        ),
     }
 
 
@@ -56,21 +82,54 @@ def streamed_hour(topic, scratch_dsn, tmp_path):
     """One simulated hour (plus a minute either side), drained into raw Parquet by the streaming job."""
     summary_path = tmp_path / "summary.json"
     run_module(
-        "simulator", "--topic", topic, "--start", "2026-11-27T09:59:00Z", "--duration", "3720", "--rate", "0",
-        "--seed", "5", "--unknown-devices", "3", "--malformed-rate", "0.02", "--summary-out", str(summary_path), "--no-progress",
+        "simulator",
+        "--topic",
+        topic,
+        "--start",
+        "2026-11-27T09:59:00Z",
+        "--duration",
+        "3720",
+        "--rate",
+        "0",
+        "--seed",
+        "5",
+        "--unknown-devices",
+        "3",
+        "--malformed-rate",
+        "0.02",
+        "--summary-out",
+        str(summary_path),
+        "--no-progress",
     )
     storage = tmp_path / "storage"
-    run_module("spark_jobs.streaming", *streaming_args(topic, scratch_dsn, storage, "--available-now"))
+    run_module(
+        "spark_jobs.streaming", *streaming_args(topic, scratch_dsn, storage, "--available-now")
+    )
     return load_summary(summary_path), storage
 
 
 def batch_args(dsn: str, storage, hour: str = HOUR, *extra: str) -> list[str]:
-    return ["--hour", hour, "--pg-dsn", dsn, "--storage-root", str(storage), "--master", "local[2]", *extra]
+    return [
+        "--hour",
+        hour,
+        "--pg-dsn",
+        dsn,
+        "--storage-root",
+        str(storage),
+        "--master",
+        "local[2]",
+        *extra,
+    ]
 
 
-def test_batch_hour_equals_summary_rerun_is_identical_and_empty_hour_writes_nothing(streamed_hour, scratch_dsn):
+def test_batch_hour_equals_summary_rerun_is_identical_and_empty_hour_writes_nothing(
+    streamed_hour, scratch_dsn
+):
     summary, storage = streamed_hour
-    users = {id_: (email, quota) for id_, email, quota in query(scratch_dsn, "SELECT id, email, quota FROM user_metadata")}
+    users = {
+        id_: (email, quota)
+        for id_, email, quota in query(scratch_dsn, "SELECT id, email, quota FROM user_metadata")
+    }
 
     run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage))
 
@@ -78,15 +137,23 @@ def test_batch_hour_equals_summary_rerun_is_identical_and_empty_hour_writes_noth
     assert hourly_tables(scratch_dsn) == expected
     assert expected["over_quota"], "a full hour at one report a minute puts some users over quota"
     hour_bytes = sum(r["bytes"] for r in summary["hours"]["app"] if epoch(r["date"]) == epoch(HOUR))
-    unknown = sum(r["bytes"] for r in summary["hours"]["user"] if r["id"] not in users and epoch(r["date"]) == epoch(HOUR))
-    assert query(scratch_dsn, "SELECT valid_bytes, unknown_device_bytes FROM batch_hour_runs") == [(hour_bytes, unknown)]
+    unknown = sum(
+        r["bytes"]
+        for r in summary["hours"]["user"]
+        if r["id"] not in users and epoch(r["date"]) == epoch(HOUR)
+    )
+    assert query(scratch_dsn, "SELECT valid_bytes, unknown_device_bytes FROM batch_hour_runs") == [
+        (hour_bytes, unknown)
+    ]
 
     run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage))
 
     assert hourly_tables(scratch_dsn) == expected
 
     # An hour without data writes nothing, says so and leaves the other hours alone.
-    empty = run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage, hour="2026-11-27T15:00:00Z"))
+    empty = run_module(
+        "spark_jobs.batch", *batch_args(scratch_dsn, storage, hour="2026-11-27T15:00:00Z")
+    )
 
     assert "no committed events for hour 2026-11-27T15:00:00Z" in empty.stderr
     assert hourly_tables(scratch_dsn) == expected
@@ -97,33 +164,54 @@ def dsn_uri(dsn: str) -> str:
     return f"postgresql://{parts['user']}:{parts['password']}@{parts['host']}:{parts.get('port', 5432)}/{parts['dbname']}"
 
 
-def airflow_dags_test(dsn: str, storage, topic: str, logical_date: str) -> subprocess.CompletedProcess:
+def airflow_dags_test(
+    dsn: str, storage, topic: str, logical_date: str
+) -> subprocess.CompletedProcess:
     """`./airflow.sh dags test`, exactly as an operator types it, against this test's database, storage and topic."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW_CONN_PLATFORM")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("AIRFLOW_CONN_PLATFORM")
+    }
     env.update(PG_DSN=dsn_uri(dsn), STORAGE_ROOT=str(storage), AIRFLOW_VAR_KAFKA_TOPIC=topic)
     return subprocess.run(
         ["./airflow.sh", "dags", "test", "batch_hourly", logical_date],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
 
 
 def duplicate_a_raw_file(storage: Path, hour_folder: str = "event_hour=2026-11-27-10") -> Path:
     """A copy of one Parquet file of the hour beside it, as a botched restore or copy job leaves it."""
-    original = sorted((storage / "compacted" / hour_folder).rglob("*.parquet") or (storage / "raw" / hour_folder).rglob("*.parquet"))[0]
+    original = sorted(
+        (storage / "compacted" / hour_folder).rglob("*.parquet")
+        or (storage / "raw" / hour_folder).rglob("*.parquet")
+    )[0]
     copy = original.with_name("copy-" + original.name)
     shutil.copy(original, copy)
     return copy
 
 
 def serving_layers(dsn: str, hour: str = HOUR) -> set[str]:
-    return {layer for (layer,) in query(dsn, "SELECT DISTINCT layer FROM serving_antenna_hourly WHERE date = %s", (hour,))}
+    return {
+        layer
+        for (layer,) in query(
+            dsn, "SELECT DISTINCT layer FROM serving_antenna_hourly WHERE date = %s", (hour,)
+        )
+    }
 
 
 def test_batch_hourly_dag_computes_the_hour_and_a_failed_gate_leaves_it_to_the_speed_layer(
     streamed_hour, topic, scratch_dsn, airflow_db
 ):
     summary, storage = streamed_hour
-    users = {id_: (email, quota) for id_, email, quota in query(scratch_dsn, "SELECT id, email, quota FROM user_metadata")}
+    users = {
+        id_: (email, quota)
+        for id_, email, quota in query(scratch_dsn, "SELECT id, email, quota FROM user_metadata")
+    }
     expected = hourly_expectations(summary, users)
 
     # dags test takes the end of the interval: 11:00 runs the hour 10:00-11:00. The sensor really
@@ -161,9 +249,19 @@ def send_events_stamped_in_the_hour(
     total = 0
     for n in range(first, first + count):
         timestamp = epoch(HOUR) + (n * 7) % 3600
-        event = {"bytes": 1000 + n, "timestamp": timestamp, "app": ("SKYPE", "TELEGRAM")[n % 2],
-                 "id": f"00000000-0000-0000-0000-0000000000{n % 6 + 1:02d}", "antenna_id": f"antenna-{n % 3}"}
-        producer.send(topic, json.dumps(event).encode(), partition=partition, timestamp_ms=None if stamp_now else timestamp * 1000)
+        event = {
+            "bytes": 1000 + n,
+            "timestamp": timestamp,
+            "app": ("SKYPE", "TELEGRAM")[n % 2],
+            "id": f"00000000-0000-0000-0000-0000000000{n % 6 + 1:02d}",
+            "antenna_id": f"antenna-{n % 3}",
+        }
+        producer.send(
+            topic,
+            json.dumps(event).encode(),
+            partition=partition,
+            timestamp_ms=None if stamp_now else timestamp * 1000,
+        )
         total += event["bytes"]
     producer.flush()
     producer.close()
@@ -171,15 +269,22 @@ def send_events_stamped_in_the_hour(
 
 
 def antenna_bytes(dsn: str) -> int:
-    return query(dsn, "SELECT coalesce(sum(sum_antenna_bytes), 0)::bigint FROM bytes_agg_antenna_1h")[0][0]
+    return query(
+        dsn, "SELECT coalesce(sum(sum_antenna_bytes), 0)::bigint FROM bytes_agg_antenna_1h"
+    )[0][0]
 
 
 def completeness_sensor(topic: str, **kwargs):
     from platform_airflow.sensors import SpeedLayerCaughtUpSensor
 
     return SpeedLayerCaughtUpSensor(
-        task_id="wait_for_complete_hour", conn_id="platform_postgres", hour=datetime.fromisoformat(HOUR.replace("Z", "+00:00")).isoformat(),
-        lateness_minutes=10, bootstrap_servers="localhost:9092", topic=topic, **kwargs,
+        task_id="wait_for_complete_hour",
+        conn_id="platform_postgres",
+        hour=datetime.fromisoformat(HOUR.replace("Z", "+00:00")).isoformat(),
+        lateness_minutes=10,
+        bootstrap_servers="localhost:9092",
+        topic=topic,
+        **kwargs,
     )
 
 
@@ -188,18 +293,29 @@ def test_an_hour_is_published_only_complete_and_checked_and_republished_by_the_s
 ):
     from airflow.sdk.exceptions import AirflowSensorTimeout
 
-    from tests.integration.test_quality_checks import airflow_connection
     from tests.integration.republish_helpers import republish_with_the_scheduler
+    from tests.integration.test_quality_checks import airflow_connection
 
     monkeypatch.setenv("AIRFLOW_CONN_PLATFORM_POSTGRES", airflow_connection(scratch_dsn))
     hour_bytes = send_events_stamped_in_the_hour(topic, 1500)
     storage = tmp_path / "storage"
     # Small micro-batches and no compaction: the hour stays one folder per micro-batch.
-    drain = streaming_args(topic, scratch_dsn, storage, "--available-now", "--max-offsets-per-trigger", "400", "--compact-after-minutes", "100000")
+    drain = streaming_args(
+        topic,
+        scratch_dsn,
+        storage,
+        "--available-now",
+        "--max-offsets-per-trigger",
+        "400",
+        "--compact-after-minutes",
+        "100000",
+    )
 
     # Behind at the deadline: Kafka held the hour's records, the stream has committed none.
     assert completeness_sensor(topic).poke(context={}) is False
-    refused = run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage, HOUR, "--topic", topic), check=False)
+    refused = run_module(
+        "spark_jobs.batch", *batch_args(scratch_dsn, storage, HOUR, "--topic", topic), check=False
+    )
     assert refused.returncode != 0 and "records behind on" in refused.stderr, refused.stderr[-3000:]
 
     run_module("spark_jobs.streaming", *drain)
@@ -227,7 +343,9 @@ def test_an_hour_is_published_only_complete_and_checked_and_republished_by_the_s
     with pytest.raises(AirflowSensorTimeout, match=f"speed layer is 5 records behind on {topic}-0"):
         completeness_sensor(topic, mode="poke", timeout=0, poke_interval=0).execute(context={})
 
-    forced = run_module("spark_jobs.batch", *batch_args(scratch_dsn, storage, HOUR, "--allow-incomplete"))
+    forced = run_module(
+        "spark_jobs.batch", *batch_args(scratch_dsn, storage, HOUR, "--allow-incomplete")
+    )
     assert "--allow-incomplete: publishing hour 2026-11-27T10:00:00Z" in forced.stderr
     assert query(scratch_dsn, "SELECT records_behind, forced FROM batch_hour_runs") == [(5, True)]
     assert antenna_bytes(scratch_dsn) == hour_bytes
@@ -238,9 +356,9 @@ def test_an_hour_is_published_only_complete_and_checked_and_republished_by_the_s
     run_module("spark_jobs.streaming", *drain)
     send_events_stamped_in_the_hour(topic, 3, first=2000, partition=1, stamp_now=True)
     assert completeness_sensor(topic).poke(context={}) is True
-    assert [hour for (hour,) in query(scratch_dsn, "SELECT date FROM batch_hours_to_republish")] == [
-        datetime.fromisoformat(HOUR.replace("Z", "+00:00"))
-    ]
+    assert [
+        hour for (hour,) in query(scratch_dsn, "SELECT date FROM batch_hours_to_republish")
+    ] == [datetime.fromisoformat(HOUR.replace("Z", "+00:00"))]
     # Meanwhile the published run is older than the hour's input: the speed layer answers, late events included.
     assert serving_layers(scratch_dsn) == {"speed"}
     assert served_antenna_bytes(scratch_dsn) == hour_bytes + late_bytes
@@ -256,7 +374,11 @@ def test_an_hour_is_published_only_complete_and_checked_and_republished_by_the_s
 
 
 def served_antenna_bytes(dsn: str) -> int:
-    return query(dsn, "SELECT sum(sum_antenna_bytes)::bigint FROM serving_antenna_hourly WHERE date = %s", (HOUR,))[0][0]
+    return query(
+        dsn,
+        "SELECT sum(sum_antenna_bytes)::bigint FROM serving_antenna_hourly WHERE date = %s",
+        (HOUR,),
+    )[0][0]
 
 
 def test_runs_of_one_hour_take_turns_and_older_input_never_replaces_newer(scratch_dsn):
@@ -269,7 +391,13 @@ def test_runs_of_one_hour_take_turns_and_older_input_never_replaces_newer(scratc
         return HourResult([("a-1", total)], [], [("SKYPE", total)], [], 1, total, total)
 
     def publish(total: int, batch: int) -> None:
-        postgres.publish_hour(scratch_dsn, hour, result(total), postgres.HourRun(batch, 1, 1), gate=lambda cursor: None)
+        postgres.publish_hour(
+            scratch_dsn,
+            hour,
+            result(total),
+            postgres.HourRun(batch, 1, 1),
+            gate=lambda cursor: None,
+        )
 
     holder = psycopg2.connect(scratch_dsn)
     with holder.cursor() as cur:

@@ -83,7 +83,10 @@ def schema_of(dsn: str) -> dict[str, list[tuple]]:
             SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
             FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2""",
         ),
-        "indexes": query(dsn, "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2"),
+        "indexes": query(
+            dsn,
+            "SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2",
+        ),
         "alembic_version": query(dsn, "SELECT version_num FROM alembic_version"),
     }
 
@@ -110,7 +113,9 @@ def local_state() -> dict[str, object]:
     if kafka.is_local():
         state["kafka pid"] = kafka.our_running_pid()
         state["kafka storage"] = kafka.paths().formatted_marker.read_text()  # holds the cluster id
-        state["kafka jars stamp mtime"] = (maven.kafka_jars_dir() / maven.STAMP_NAME).stat().st_mtime_ns
+        state["kafka jars stamp mtime"] = (
+            (maven.kafka_jars_dir() / maven.STAMP_NAME).stat().st_mtime_ns
+        )
     if not postgres.is_external():
         state["postgres pid"] = postgres.our_running_pid()
     return state
@@ -164,7 +169,13 @@ def test_up_creates_the_topic_with_four_partitions(after_first_up):
 def test_up_prints_the_endpoints(after_first_up):
     result = run_services("up")
 
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "PG_DSN", "STORAGE_ROOT", "SPARK_JARS_DIR"):
+    for name in (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_TOPIC",
+        "PG_DSN",
+        "STORAGE_ROOT",
+        "SPARK_JARS_DIR",
+    ):
         assert f"{name}=" in result.stdout
 
 
@@ -181,7 +192,11 @@ def test_up_refuses_a_kafka_port_taken_by_another_program(tmp_path):
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        env = {**os.environ, "PLATFORM_STATE_DIR": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{port}"}
+        env = {
+            **os.environ,
+            "PLATFORM_STATE_DIR": str(tmp_path),
+            "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{port}",
+        }
 
         result = run_services("up", env=env)
 
@@ -191,7 +206,11 @@ def test_up_refuses_a_kafka_port_taken_by_another_program(tmp_path):
 
 
 def test_up_without_java_says_so(tmp_path):
-    env = {**os.environ, "PLATFORM_STATE_DIR": str(tmp_path), "PATH": str(tmp_path / "no-tools-here")}
+    env = {
+        **os.environ,
+        "PLATFORM_STATE_DIR": str(tmp_path),
+        "PATH": str(tmp_path / "no-tools-here"),
+    }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
 
     result = run_services("up", env=env)
@@ -200,7 +219,9 @@ def test_up_without_java_says_so(tmp_path):
 
 
 def test_migrate_of_an_unreachable_database_is_one_line():
-    result = run_services("migrate", "--dsn", f"postgresql://nobody:secret@127.0.0.1:{free_port()}/nowhere")
+    result = run_services(
+        "migrate", "--dsn", f"postgresql://nobody:secret@127.0.0.1:{free_port()}/nowhere"
+    )
 
     error = assert_one_line_error(result)
     assert "PostgreSQL" in error

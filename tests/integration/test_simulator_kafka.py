@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from kafka import KafkaConsumer
@@ -26,15 +26,19 @@ pytestmark = pytest.mark.services
 
 PARTITIONS = 3
 START = "2026-11-28T03:00:00Z"
-START_EPOCH = int(datetime(2026, 11, 28, 3, tzinfo=timezone.utc).timestamp())
+START_EPOCH = int(datetime(2026, 11, 28, 3, tzinfo=UTC).timestamp())
 CONSUME_DEADLINE_SECONDS = 60
 
 
 @pytest.fixture
 def fresh_topic() -> Iterator[str]:
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap_servers(), client_id="simulator-test-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=kafka_bootstrap_servers(), client_id="simulator-test-admin"
+    )
     topic = f"simulator-test-{uuid.uuid4().hex[:12]}"
-    admin.create_topics({topic: {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.create_topics(
+        {topic: {"num_partitions": PARTITIONS, "replication_factor": 1}}, wait_for_metadata=True
+    )
     try:
         yield topic
     finally:
@@ -69,7 +73,15 @@ def consume_all(topic: str, expected_count: int) -> list[tuple[int, bytes, bytes
 
 def run_simulator(*flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "simulator", "--bootstrap-servers", kafka_bootstrap_servers(), "--no-progress", *flags],
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "--bootstrap-servers",
+            kafka_bootstrap_servers(),
+            "--no-progress",
+            *flags,
+        ],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -78,9 +90,13 @@ def run_simulator(*flags: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_cli_sends_exactly_the_generated_records_and_an_exact_summary(fresh_topic, tmp_path, workers):
+def test_cli_sends_exactly_the_generated_records_and_an_exact_summary(
+    fresh_topic, tmp_path, workers
+):
     summary_path = tmp_path / "summary.json"
-    config = SimulatorConfig(start=START_EPOCH, duration_seconds=900, unknown_devices=2, seed=11, malformed_rate=0.05)
+    config = SimulatorConfig(
+        start=START_EPOCH, duration_seconds=900, unknown_devices=2, seed=11, malformed_rate=0.05
+    )
     result = run_simulator(
         "--topic", fresh_topic,
         "--start", START,

@@ -35,27 +35,48 @@ HOUR_START = "2026-11-27T10:00:00Z"
 
 def simulate(topic: str, summary_path: Path, *extra: str) -> dict:
     run_module(
-        "simulator", "--topic", topic, "--start", HOUR_START, "--duration", "3600", "--rate", "0",
-        "--seed", "7", "--unknown-devices", "2", "--summary-out", str(summary_path), "--no-progress", *extra,
+        "simulator",
+        "--topic",
+        topic,
+        "--start",
+        HOUR_START,
+        "--duration",
+        "3600",
+        "--rate",
+        "0",
+        "--seed",
+        "7",
+        "--unknown-devices",
+        "2",
+        "--summary-out",
+        str(summary_path),
+        "--no-progress",
+        *extra,
     )
     return load_summary(summary_path)
 
 
 def assert_speed_tables_equal(dsn: str, summary: dict) -> None:
     users = known_user_ids(dsn)
-    assert table_totals(dsn, "bytes_agg_antenna", "antenna_id", "sum_antenna_bytes") == summary_totals(
-        summary, "windows", "antenna", "antenna_id"
-    )
+    assert table_totals(
+        dsn, "bytes_agg_antenna", "antenna_id", "sum_antenna_bytes"
+    ) == summary_totals(summary, "windows", "antenna", "antenna_id")
     assert table_totals(dsn, "bytes_agg_user", "id", "sum_user_bytes") == summary_totals(
         summary, "windows", "user", "id", keep=users.__contains__
     )
-    assert table_totals(dsn, "bytes_agg_app", "app", "sum_app_bytes") == summary_totals(summary, "windows", "app", "app")
+    assert table_totals(dsn, "bytes_agg_app", "app", "sum_app_bytes") == summary_totals(
+        summary, "windows", "app", "app"
+    )
 
 
 def raw_events(storage_root: Path):
     """Every row of raw Parquet, read without Spark (hidden and `_` folders are skipped, as Spark does)."""
-    dataset = ds.dataset(StorageLayout(str(storage_root)).raw, format="parquet", partitioning="hive")
-    return dataset.to_table(columns=["kafka_partition", "kafka_offset", "bytes", "event_hour"]).to_pylist()
+    dataset = ds.dataset(
+        StorageLayout(str(storage_root)).raw, format="parquet", partitioning="hive"
+    )
+    return dataset.to_table(
+        columns=["kafka_partition", "kafka_offset", "bytes", "event_hour"]
+    ).to_pylist()
 
 
 def assert_raw_holds_each_event_once(storage_root: Path, summary: dict) -> None:
@@ -66,24 +87,36 @@ def assert_raw_holds_each_event_once(storage_root: Path, summary: dict) -> None:
     assert sum(r["bytes"] for r in rows) == summary["total_bytes"]
 
 
-def test_seeded_run_equals_simulator_summary_and_rerun_changes_nothing(topic, scratch_dsn, tmp_path):
+def test_seeded_run_equals_simulator_summary_and_rerun_changes_nothing(
+    topic, scratch_dsn, tmp_path
+):
     summary = simulate(topic, tmp_path / "summary.json")
 
-    run_module("spark_jobs.streaming", *streaming_args(topic, scratch_dsn, tmp_path / "storage", "--available-now"))
+    run_module(
+        "spark_jobs.streaming",
+        *streaming_args(topic, scratch_dsn, tmp_path / "storage", "--available-now"),
+    )
 
     assert summary["events"] == 60 * 22
     assert_speed_tables_equal(scratch_dsn, summary)
     assert_raw_holds_each_event_once(tmp_path / "storage", summary)
     assert {r["event_hour"] for r in raw_events(tmp_path / "storage")} == {"2026-11-27-10"}
 
-    run_module("spark_jobs.streaming", *streaming_args(topic, scratch_dsn, tmp_path / "storage", "--available-now"))
+    run_module(
+        "spark_jobs.streaming",
+        *streaming_args(topic, scratch_dsn, tmp_path / "storage", "--available-now"),
+    )
 
     assert_speed_tables_equal(scratch_dsn, summary)
     assert_raw_holds_each_event_once(tmp_path / "storage", summary)
 
 
-def event(bytes_, id_="00000000-0000-0000-0000-000000000004", ts=1764237600, app="WHATSAPP", antenna="a-1"):
-    return json.dumps({"bytes": bytes_, "timestamp": ts, "app": app, "id": id_, "antenna_id": antenna})
+def event(
+    bytes_, id_="00000000-0000-0000-0000-000000000004", ts=1764237600, app="WHATSAPP", antenna="a-1"
+):
+    return json.dumps(
+        {"bytes": bytes_, "timestamp": ts, "app": app, "id": id_, "antenna_id": antenna}
+    )
 
 
 MALFORMED = {
@@ -98,10 +131,12 @@ MALFORMED = {
 }
 
 
-def test_malformed_records_are_quarantined_and_valid_ones_around_them_count(topic, scratch_dsn, tmp_path):
+def test_malformed_records_are_quarantined_and_valid_ones_around_them_count(
+    topic, scratch_dsn, tmp_path
+):
     big = 5 * 2**31
     valid = [event(big), event(7), event(1000, id_="ffffffff-not-a-user"), event(big, app="SKYPE")]
-    values = [v for pair in zip(valid, MALFORMED) for v in pair] + list(MALFORMED)[len(valid):]
+    values = [v for pair in zip(valid, MALFORMED) for v in pair] + list(MALFORMED)[len(valid) :]
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers(), acks="all")
     for value in values:
         producer.send(topic, value.encode("utf-8"), partition=0)
@@ -109,27 +144,46 @@ def test_malformed_records_are_quarantined_and_valid_ones_around_them_count(topi
     producer.close()
     storage = tmp_path / "storage"
 
-    run_module("spark_jobs.streaming", *streaming_args(topic, scratch_dsn, storage, "--available-now"))
+    run_module(
+        "spark_jobs.streaming", *streaming_args(topic, scratch_dsn, storage, "--available-now")
+    )
 
-    quarantined = ds.dataset(StorageLayout(str(storage)).quarantine, format="parquet", partitioning="hive").to_table().to_pylist()
+    quarantined = (
+        ds.dataset(StorageLayout(str(storage)).quarantine, format="parquet", partitioning="hive")
+        .to_table()
+        .to_pylist()
+    )
     assert {(r["value"], r["reason"]) for r in quarantined} == set(MALFORMED.items())
     assert sorted(r["offset"] for r in quarantined) == sorted(values.index(v) for v in MALFORMED)
     assert {r["topic"] for r in quarantined} == {topic}
     window = 1764237600
-    assert query(scratch_dsn, "SELECT antenna_id, sum_antenna_bytes FROM bytes_agg_antenna") == [("a-1", 2 * big + 7 + 1000)]
-    assert query(scratch_dsn, "SELECT id, extract(epoch FROM date)::bigint, sum_user_bytes FROM bytes_agg_user") == [
-        ("00000000-0000-0000-0000-000000000004", window, 2 * big + 7)
+    assert query(scratch_dsn, "SELECT antenna_id, sum_antenna_bytes FROM bytes_agg_antenna") == [
+        ("a-1", 2 * big + 7 + 1000)
     ]
-    assert sorted(query(scratch_dsn, "SELECT app, sum_app_bytes FROM bytes_agg_app")) == [("SKYPE", big), ("WHATSAPP", big + 1007)]
-    assert query(scratch_dsn, "SELECT valid_events, quarantined_events FROM speed_layer_progress") == [(4, len(MALFORMED))]
+    assert query(
+        scratch_dsn,
+        "SELECT id, extract(epoch FROM date)::bigint, sum_user_bytes FROM bytes_agg_user",
+    ) == [("00000000-0000-0000-0000-000000000004", window, 2 * big + 7)]
+    assert sorted(query(scratch_dsn, "SELECT app, sum_app_bytes FROM bytes_agg_app")) == [
+        ("SKYPE", big),
+        ("WHATSAPP", big + 1007),
+    ]
+    assert query(
+        scratch_dsn, "SELECT valid_events, quarantined_events FROM speed_layer_progress"
+    ) == [(4, len(MALFORMED))]
 
 
 def start_streaming(topic: str, dsn: str, storage: Path, log_path: Path) -> subprocess.Popen:
     """The job in its own process group, so SIGKILL takes the Spark JVM down with it, as a crash would."""
-    args = streaming_args(topic, dsn, storage, "--trigger-seconds", "0.5", "--max-offsets-per-trigger", "1500")
+    args = streaming_args(
+        topic, dsn, storage, "--trigger-seconds", "0.5", "--max-offsets-per-trigger", "1500"
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "spark_jobs.streaming", *args],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=log_path.open("ab"), start_new_session=True,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log_path.open("ab"),
+        start_new_session=True,
     )
 
 
@@ -145,7 +199,16 @@ def wait_for_batches(dsn: str, after: int, process: subprocess.Popen, timeout: f
 
 
 def test_sigkill_mid_stream_and_restart_keeps_every_total_exact(topic, scratch_dsn, tmp_path):
-    summary = simulate(topic, tmp_path / "summary.json", "--devices", "20", "--unknown-devices", "30", "--tick-seconds", "10")
+    summary = simulate(
+        topic,
+        tmp_path / "summary.json",
+        "--devices",
+        "20",
+        "--unknown-devices",
+        "30",
+        "--tick-seconds",
+        "10",
+    )
     storage, log_path = tmp_path / "storage", tmp_path / "streaming.log"
     rng = random.Random(11)
     last_batch = -1
@@ -159,7 +222,9 @@ def test_sigkill_mid_stream_and_restart_keeps_every_total_exact(topic, scratch_d
         process.wait()
         last_batch = query(scratch_dsn, "SELECT last_batch_id FROM speed_layer_progress")[0][0]
 
-    run_module("spark_jobs.streaming", *streaming_args(topic, scratch_dsn, storage, "--available-now"))
+    run_module(
+        "spark_jobs.streaming", *streaming_args(topic, scratch_dsn, storage, "--available-now")
+    )
 
     assert summary["events"] == 360 * 50
     assert_speed_tables_equal(scratch_dsn, summary)

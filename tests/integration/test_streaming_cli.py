@@ -25,8 +25,12 @@ NO_WAIT = ("--outage-limit-minutes", "0")
 
 def test_unreachable_broker(scratch_dsn, tmp_path):
     result = run_module(
-        "spark_jobs.streaming", "--bootstrap-servers", "127.0.0.1:1", *streaming_args("devices", scratch_dsn, tmp_path),
-        *NO_WAIT, check=False,
+        "spark_jobs.streaming",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        *streaming_args("devices", scratch_dsn, tmp_path),
+        *NO_WAIT,
+        check=False,
     )
 
     assert_one_line_error(result, "KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1", "make up")
@@ -34,7 +38,10 @@ def test_unreachable_broker(scratch_dsn, tmp_path):
 
 def test_missing_topic(scratch_dsn, tmp_path):
     result = run_module(
-        "spark_jobs.streaming", *streaming_args("no-such-topic-here", scratch_dsn, tmp_path), *NO_WAIT, check=False
+        "spark_jobs.streaming",
+        *streaming_args("no-such-topic-here", scratch_dsn, tmp_path),
+        *NO_WAIT,
+        check=False,
     )
 
     assert_one_line_error(result, "no-such-topic-here", "does not exist")
@@ -45,7 +52,9 @@ def test_missing_table(topic, scratch_dsn, tmp_path):
         # CASCADE: the serving views read the table too; the job must name the table it misses.
         cur.execute("DROP TABLE bytes_agg_app CASCADE")
     conn.close()
-    result = run_module("spark_jobs.streaming", *streaming_args(topic, scratch_dsn, tmp_path), check=False)
+    result = run_module(
+        "spark_jobs.streaming", *streaming_args(topic, scratch_dsn, tmp_path), check=False
+    )
 
     assert_one_line_error(result, "bytes_agg_app", "make up")
 
@@ -53,7 +62,9 @@ def test_missing_table(topic, scratch_dsn, tmp_path):
 def test_unreachable_database(topic, tmp_path):
     dsn = "postgresql://nobody:x@127.0.0.1:1/none"
 
-    result = run_module("spark_jobs.streaming", *streaming_args(topic, dsn, tmp_path), *NO_WAIT, check=False)
+    result = run_module(
+        "spark_jobs.streaming", *streaming_args(topic, dsn, tmp_path), *NO_WAIT, check=False
+    )
 
     assert_one_line_error(result, "PG_DSN", "make up")
 

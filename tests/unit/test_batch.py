@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from spark_jobs.batch import compute_hour, events_of_hour, last_committed_batch, parse_hour, users_over_quota
+from spark_jobs.batch import (
+    compute_hour,
+    events_of_hour,
+    last_committed_batch,
+    parse_hour,
+    users_over_quota,
+)
 
-HOUR = datetime(2026, 11, 27, 10, tzinfo=timezone.utc)
+HOUR = datetime(2026, 11, 27, 10, tzinfo=UTC)
 H = int(HOUR.timestamp())
 RAW_SCHEMA = "bytes long, timestamp long, app string, id string, antenna_id string, batch_id int"
 USERS = [("u1", "u1@gmail.com", 100), ("u2", "u2@gmail.com", 5000)]
@@ -40,7 +46,9 @@ def test_hour_is_half_open_and_only_committed_batches_count(spark):
 def test_users_strictly_over_quota_only():
     quotas = {"u1@gmail.com": 99, "u2@gmail.com": 5000, "u3@gmail.com": 10}
 
-    over = users_over_quota([("u1@gmail.com", 100), ("u2@gmail.com", 5000), ("u3@gmail.com", 0)], quotas)
+    over = users_over_quota(
+        [("u1@gmail.com", 100), ("u2@gmail.com", 5000), ("u3@gmail.com", 0)], quotas
+    )
 
     # u2 is exactly at its quota, which is not over it.
     assert over == [("u1@gmail.com", 99, 100)]
@@ -48,13 +56,21 @@ def test_users_strictly_over_quota_only():
 
 def test_compute_hour_sums_users_by_email_and_counts_unknown_devices_apart(spark):
     users = spark.createDataFrame(
-        [("u1", "u1@gmail.com", 99), ("u1-tablet", "u1@gmail.com", 99), ("u2", "u2@gmail.com", 5000)],
+        [
+            ("u1", "u1@gmail.com", 99),
+            ("u1-tablet", "u1@gmail.com", 99),
+            ("u2", "u2@gmail.com", 5000),
+        ],
         "id string, email string, quota long",
     )
     events = events_of_hour(
         spark.createDataFrame(
-            [(60, H, "SKYPE", "u1", "a1", 0), (40, H + 5, "SKYPE", "u1-tablet", "a1", 0),
-             (5000, H, "SKYPE", "u2", "a1", 0), (3 * 2**31, H, "SKYPE", "ghost", "a2", 0)],
+            [
+                (60, H, "SKYPE", "u1", "a1", 0),
+                (40, H + 5, "SKYPE", "u1-tablet", "a1", 0),
+                (5000, H, "SKYPE", "u2", "a1", 0),
+                (3 * 2**31, H, "SKYPE", "ghost", "a2", 0),
+            ],
             RAW_SCHEMA,
         ),
         HOUR,
@@ -65,13 +81,21 @@ def test_compute_hour_sums_users_by_email_and_counts_unknown_devices_apart(spark
 
     assert sorted(result.user) == [("u1@gmail.com", 100), ("u2@gmail.com", 5000)]
     assert result.over_quota == [("u1@gmail.com", 99, 100)]
-    assert (result.valid_events, result.valid_bytes, result.unknown_device_bytes) == (4, 5100 + 3 * 2**31, 3 * 2**31)
+    assert (result.valid_events, result.valid_bytes, result.unknown_device_bytes) == (
+        4,
+        5100 + 3 * 2**31,
+        3 * 2**31,
+    )
 
 
 def test_compute_hour_collects_every_table(spark, users):
     events = events_of_hour(
         spark.createDataFrame(
-            [(70, H, "SKYPE", "u1", "a1", 0), (50, H + 1, "WHATSAPP", "u1", "a2", 0), (9, H + 2, "SKYPE", "ghost", "a1", 0)],
+            [
+                (70, H, "SKYPE", "u1", "a1", 0),
+                (50, H + 1, "WHATSAPP", "u1", "a2", 0),
+                (9, H + 2, "SKYPE", "ghost", "a1", 0),
+            ],
             RAW_SCHEMA,
         ),
         HOUR,
@@ -108,13 +132,20 @@ def test_hour_flag_accepts_offsets_as_utc():
 
 @pytest.mark.parametrize(
     "hour",
-    [datetime(1969, 12, 31, 23, tzinfo=timezone.utc), datetime(1, 1, 1, tzinfo=timezone.utc),
-     datetime(9999, 12, 31, 23, tzinfo=timezone.utc)],
+    [
+        datetime(1969, 12, 31, 23, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, tzinfo=UTC),
+    ],
 )
 def test_hours_before_1970_and_at_the_ends_of_the_calendar_are_one_hour_each(spark, users, hour):
     start = int(hour.timestamp())
     raw = spark.createDataFrame(
-        [(1, start, "SKYPE", "u1", "a1", 0), (2, start + 1800, "SKYPE", "u1", "a1", 0), (4, start + 3599, "SKYPE", "u1", "a1", 0)],
+        [
+            (1, start, "SKYPE", "u1", "a1", 0),
+            (2, start + 1800, "SKYPE", "u1", "a1", 0),
+            (4, start + 3599, "SKYPE", "u1", "a1", 0),
+        ],
         RAW_SCHEMA,
     )
 
@@ -125,7 +156,9 @@ def test_hours_before_1970_and_at_the_ends_of_the_calendar_are_one_hour_each(spa
     assert result.valid_events == 3
 
 
-@pytest.mark.parametrize("text", ["0001-01-01T00:00:00Z", "1969-12-31T23:00:00Z", "9999-12-31T23:00:00Z"])
+@pytest.mark.parametrize(
+    "text", ["0001-01-01T00:00:00Z", "1969-12-31T23:00:00Z", "9999-12-31T23:00:00Z"]
+)
 def test_any_valid_hour_parses_and_names_its_partition(text):
     from spark_jobs.storage import event_hour_name, iso_hour
 

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 
-from pyspark.testing import assertDataFrameEqual
-
 from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
 
 from spark_jobs.events import classify_records, quarantine_records, reject_records, valid_events
 
-GOOD = {"bytes": 9082, "timestamp": 1600545287, "app": "SKYPE", "id": "00000000-0000-0000-0000-000000000001",
-        "antenna_id": "11111111-1111-1111-1111-111111111111"}
+GOOD = {
+    "bytes": 9082,
+    "timestamp": 1600545287,
+    "app": "SKYPE",
+    "id": "00000000-0000-0000-0000-000000000001",
+    "antenna_id": "11111111-1111-1111-1111-111111111111",
+}
 
 
 def kafka_rows(spark, values):
     """Rows shaped like the Kafka source: binary value, topic, partition, offset."""
-    rows = [(None if v is None else v.encode("utf-8"), "devices", 0, offset) for offset, v in enumerate(values)]
+    rows = [
+        (None if v is None else v.encode("utf-8"), "devices", 0, offset)
+        for offset, v in enumerate(values)
+    ]
     return spark.createDataFrame(rows, "value binary, topic string, partition int, offset long")
 
 
@@ -86,34 +93,57 @@ def test_every_malformed_record_is_quarantined_with_its_reason_while_valid_ones_
 
 def test_limits_themselves_are_valid(spark):
     values = [
-        with_field(bytes=10**12), with_field(app="a" * 256), with_field(timestamp=-62135596800),
-        with_field(timestamp=253402300799), with_field(app="\u00e9\u6f22\U0001f600"),
+        with_field(bytes=10**12),
+        with_field(app="a" * 256),
+        with_field(timestamp=-62135596800),
+        with_field(timestamp=253402300799),
+        with_field(app="\u00e9\u6f22\U0001f600"),
     ]
 
     events = valid_events(classify_records(kafka_rows(spark, values)))
 
-    assert sorted(r["kafka_offset"] for r in events.select("kafka_offset").collect()) == list(range(len(values)))
+    assert sorted(r["kafka_offset"] for r in events.select("kafka_offset").collect()) == list(
+        range(len(values))
+    )
 
 
 def test_value_that_is_not_utf8_is_quarantined(spark):
-    rows = [(b'{"bytes": 1, "timestamp": 1600545287, "app": "SK\xffPE", "id": "u", "antenna_id": "a"}', "devices", 0, 0)]
+    rows = [
+        (
+            b'{"bytes": 1, "timestamp": 1600545287, "app": "SK\xffPE", "id": "u", "antenna_id": "a"}',
+            "devices",
+            0,
+            0,
+        )
+    ]
     frame = spark.createDataFrame(rows, "value binary, topic string, partition int, offset long")
 
     quarantined = quarantine_records(classify_records(frame)).collect()
 
     assert [(r["value"], r["reason"]) for r in quarantined] == [
-        ('{"bytes": 1, "timestamp": 1600545287, "app": "SK\ufffdPE", "id": "u", "antenna_id": "a"}', "invalid_utf8")
+        (
+            '{"bytes": 1, "timestamp": 1600545287, "app": "SK\ufffdPE", "id": "u", "antenna_id": "a"}',
+            "invalid_utf8",
+        )
     ]
 
 
 def test_events_of_every_year_get_their_utc_hour(spark):
-    values = [with_field(timestamp=-62135596800), with_field(timestamp=-1), with_field(timestamp=253402300799)]
+    values = [
+        with_field(timestamp=-62135596800),
+        with_field(timestamp=-1),
+        with_field(timestamp=253402300799),
+    ]
 
     events = valid_events(classify_records(kafka_rows(spark, values)))
 
     # Only the names: Python's datetime cannot hold every Spark timestamp of year 1 in local time.
-    assert [r["event_hour"] for r in events.orderBy("kafka_offset").select("event_hour").collect()] == [
-        "0001-01-01-00", "1969-12-31-23", "9999-12-31-23",
+    assert [
+        r["event_hour"] for r in events.orderBy("kafka_offset").select("event_hour").collect()
+    ] == [
+        "0001-01-01-00",
+        "1969-12-31-23",
+        "9999-12-31-23",
     ]
 
 
@@ -121,10 +151,13 @@ def test_rejected_records_keep_their_event_as_json_and_the_reason(spark):
     values = [with_field(), with_field(app="WHATSAPP"), "not json"]
     classified = classify_records(kafka_rows(spark, values))
 
-    marked = reject_records(classified, [(F.col("app") == "WHATSAPP", "database_refused:numeric_value_out_of_range")])
+    marked = reject_records(
+        classified, [(F.col("app") == "WHATSAPP", "database_refused:numeric_value_out_of_range")]
+    )
 
     assert sorted((r["offset"], r["reason"]) for r in quarantine_records(marked).collect()) == [
-        (1, "database_refused:numeric_value_out_of_range"), (2, "invalid_json"),
+        (1, "database_refused:numeric_value_out_of_range"),
+        (2, "invalid_json"),
     ]
     refused = quarantine_records(marked).where("offset = 1").first()
     assert json.loads(refused["value"]) == {**GOOD, "app": "WHATSAPP"}
@@ -143,14 +176,39 @@ def test_valid_event_is_typed_with_utc_event_time_and_hour(spark):
 
     events = valid_events(classify_records(kafka_rows(spark, values)))
 
-    expected = spark.createDataFrame(
-        [
-            (9082, 1600545287, "SKYPE", GOOD["id"], GOOD["antenna_id"], "2020-09-19 19:54:47", "2020-09-19-19", 0, 0),
-            (big, 1600545600, "SKYPE", GOOD["id"], GOOD["antenna_id"], "2020-09-19 20:00:00", "2020-09-19-20", 0, 1),
-        ],
-        "bytes long, timestamp long, app string, id string, antenna_id string, event_time string, "
-        "event_hour string, kafka_partition int, kafka_offset long",
-    ).selectExpr("*", "cast(event_time as timestamp) as t").drop("event_time").withColumnRenamed("t", "event_time")
+    expected = (
+        spark.createDataFrame(
+            [
+                (
+                    9082,
+                    1600545287,
+                    "SKYPE",
+                    GOOD["id"],
+                    GOOD["antenna_id"],
+                    "2020-09-19 19:54:47",
+                    "2020-09-19-19",
+                    0,
+                    0,
+                ),
+                (
+                    big,
+                    1600545600,
+                    "SKYPE",
+                    GOOD["id"],
+                    GOOD["antenna_id"],
+                    "2020-09-19 20:00:00",
+                    "2020-09-19-20",
+                    0,
+                    1,
+                ),
+            ],
+            "bytes long, timestamp long, app string, id string, antenna_id string, event_time string, "
+            "event_hour string, kafka_partition int, kafka_offset long",
+        )
+        .selectExpr("*", "cast(event_time as timestamp) as t")
+        .drop("event_time")
+        .withColumnRenamed("t", "event_time")
+    )
     assertDataFrameEqual(events.select(*expected.columns), expected)
     assert quarantine_records(classify_records(kafka_rows(spark, values))).count() == 0
 
@@ -160,4 +218,7 @@ def test_zero_bytes_and_unknown_device_are_valid(spark):
 
     events = valid_events(classify_records(kafka_rows(spark, values)))
 
-    assert sorted((r["bytes"], r["id"]) for r in events.collect()) == [(0, GOOD["id"]), (9082, "not-a-known-user")]
+    assert sorted((r["bytes"], r["id"]) for r in events.collect()) == [
+        (0, GOOD["id"]),
+        (9082, "not-a-known-user"),
+    ]

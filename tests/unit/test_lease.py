@@ -29,14 +29,18 @@ def write_generation(location: Path, number: int, text: str | None = None, **hol
 
 
 def generations(location: Path) -> dict[str, dict]:
-    return {path.name: json.loads(path.read_text() or "{}") for path in sorted(location.glob("*.json"))}
+    return {
+        path.name: json.loads(path.read_text() or "{}") for path in sorted(location.glob("*.json"))
+    }
 
 
 def test_a_free_root_is_leased_and_released(spark, location):
     lease = Lease(spark, str(location), "storage root")
 
     lease.acquire()
-    assert [(name, held["owner"]) for name, held in generations(location).items()] == [(generation_file(0), lease.owner)]
+    assert [(name, held["owner"]) for name, held in generations(location).items()] == [
+        (generation_file(0), lease.owner)
+    ]
     lease.release()
 
     assert generations(location) == {}
@@ -47,7 +51,9 @@ def test_a_live_job_on_this_host_is_not_displaced(spark, location):
     try:
         write_generation(location, 3, pid=other.pid)
 
-        with pytest.raises(LeaseHeld, match=f"another streaming job holds the storage root \\(pid {other.pid} on "):
+        with pytest.raises(
+            LeaseHeld, match=f"another streaming job holds the storage root \\(pid {other.pid} on "
+        ):
             Lease(spark, str(location), "storage root").acquire()
         assert list(generations(location)) == [generation_file(3)]
     finally:
@@ -55,7 +61,9 @@ def test_a_live_job_on_this_host_is_not_displaced(spark, location):
         other.wait()
 
 
-def test_the_lease_of_a_job_that_died_on_this_host_is_taken_at_once_as_the_next_generation(spark, location):
+def test_the_lease_of_a_job_that_died_on_this_host_is_taken_at_once_as_the_next_generation(
+    spark, location
+):
     dead = subprocess.Popen(["true"])
     dead.wait()
     write_generation(location, 3, pid=dead.pid)
@@ -65,7 +73,9 @@ def test_the_lease_of_a_job_that_died_on_this_host_is_taken_at_once_as_the_next_
     lease.acquire()
 
     assert time.monotonic() - started < 5
-    assert {name: held["owner"] for name, held in generations(location).items()} == {generation_file(4): lease.owner}
+    assert {name: held["owner"] for name, held in generations(location).items()} == {
+        generation_file(4): lease.owner
+    }
 
 
 def test_a_lease_of_another_host_that_stopped_changing_is_taken_after_the_ttl(spark, location):
@@ -90,14 +100,17 @@ def test_a_half_written_lease_file_is_judged_by_its_age(spark, location):
 
 def test_a_lease_another_host_keeps_renewing_is_refused(spark, location):
     path = write_generation(location, 0, host="another-host", pid=4242)
-    renewer = subprocess.Popen([
-        sys.executable, "-c",
-        "import sys,time,pathlib\n"
-        "p=pathlib.Path(sys.argv[1]); t=p.read_text()\n"
-        "for _ in range(60):\n"
-        "    time.sleep(0.5); p.write_text(t)",
-        str(path),
-    ])
+    renewer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys,time,pathlib\n"
+            "p=pathlib.Path(sys.argv[1]); t=p.read_text()\n"
+            "for _ in range(60):\n"
+            "    time.sleep(0.5); p.write_text(t)",
+            str(path),
+        ]
+    )
     try:
         started = time.monotonic()
         with pytest.raises(LeaseHeld, match="pid 4242 on another-host"):
@@ -109,7 +122,10 @@ def test_a_lease_another_host_keeps_renewing_is_refused(spark, location):
 
 
 def test_two_jobs_never_take_the_same_generation(spark, location):
-    first, second = Lease(spark, str(location), "storage root"), Lease(spark, str(location), "storage root")
+    first, second = (
+        Lease(spark, str(location), "storage root"),
+        Lease(spark, str(location), "storage root"),
+    )
 
     assert first._create_exclusive(7)
     assert not second._create_exclusive(7)

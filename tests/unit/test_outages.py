@@ -26,10 +26,15 @@ class Flaky:
 
 def test_retries_until_the_dependency_answers_with_one_line_per_retry(caplog):
     action = Flaky(failures=3)
-    policy = OutagePolicy(limit=timedelta(seconds=5), first_delay_seconds=0.01, max_delay_seconds=0.02)
+    policy = OutagePolicy(
+        limit=timedelta(seconds=5), first_delay_seconds=0.01, max_delay_seconds=0.02
+    )
 
     with caplog.at_level(logging.WARNING, logger="spark_jobs.outages"):
-        assert wait_out(action, what="PostgreSQL", transient=(ConnectionError,), policy=policy) == "answer"
+        assert (
+            wait_out(action, what="PostgreSQL", transient=(ConnectionError,), policy=policy)
+            == "answer"
+        )
 
     assert action.calls == 4
     assert [r.getMessage().split(";")[0] for r in caplog.records] == [
@@ -38,9 +43,13 @@ def test_retries_until_the_dependency_answers_with_one_line_per_retry(caplog):
 
 
 def test_past_the_limit_it_names_what_is_down():
-    policy = OutagePolicy(limit=timedelta(seconds=0.1), first_delay_seconds=0.02, max_delay_seconds=0.05)
+    policy = OutagePolicy(
+        limit=timedelta(seconds=0.1), first_delay_seconds=0.02, max_delay_seconds=0.05
+    )
 
-    with pytest.raises(DependencyDown, match=r"refused, attempt \d+ \(still unavailable after 0 s; outage limit"):
+    with pytest.raises(
+        DependencyDown, match=r"refused, attempt \d+ \(still unavailable after 0 s; outage limit"
+    ):
         wait_out(Flaky(failures=1000), what="Kafka", transient=(ConnectionError,), policy=policy)
 
 
@@ -48,7 +57,12 @@ def test_no_limit_means_no_retry():
     action = Flaky(failures=1)
 
     with pytest.raises(DependencyDown):
-        wait_out(action, what="Kafka", transient=(ConnectionError,), policy=OutagePolicy(limit=timedelta(0)))
+        wait_out(
+            action,
+            what="Kafka",
+            transient=(ConnectionError,),
+            policy=OutagePolicy(limit=timedelta(0)),
+        )
     assert action.calls == 1
 
 
@@ -71,7 +85,9 @@ def test_the_limit_is_wall_clock_time_slow_attempts_included():
         time.sleep(0.3)
         raise ConnectionError("timed out")
 
-    policy = OutagePolicy(limit=timedelta(seconds=0.5), first_delay_seconds=0.01, max_delay_seconds=0.01)
+    policy = OutagePolicy(
+        limit=timedelta(seconds=0.5), first_delay_seconds=0.01, max_delay_seconds=0.01
+    )
     started = time.monotonic()
 
     with pytest.raises(DependencyDown):

@@ -20,7 +20,9 @@ def shipped_sources() -> list:
     return files
 
 
-@pytest.mark.parametrize("path", shipped_sources(), ids=lambda path: str(path.relative_to(REPO_ROOT)))
+@pytest.mark.parametrize(
+    "path", shipped_sources(), ids=lambda path: str(path.relative_to(REPO_ROOT))
+)
 def test_shipped_code_parses_as_3_11_and_imports_nothing_3_12_removed(path):
     tree = ast.parse(path.read_text(), filename=str(path), feature_version=(3, 11))
     imported = set()
@@ -29,4 +31,6 @@ def test_shipped_code_parses_as_3_11_and_imports_nothing_3_12_removed(path):
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             imported.add(node.module.split(".")[0])
-    assert not imported & REMOVED_IN_3_12, f"{path.name} imports {imported & REMOVED_IN_3_12}, gone in Python 3.12"
+    assert not imported & REMOVED_IN_3_12, (
+        f"{path.name} imports {imported & REMOVED_IN_3_12}, gone in Python 3.12"
+    )

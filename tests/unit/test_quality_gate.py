@@ -24,7 +24,10 @@ def test_inside_the_code_bundle_the_checks_are_read_from_the_zip(tmp_path, monke
         archive.writestr("sql/quality/speed_drift.sql", "SELECT 3")
     monkeypatch.setattr(quality_gate, "repository_root", lambda: bundle)
 
-    assert [(check.name, check.sql) for check in load_checks()] == [("a_first", "SELECT 1"), ("b_second", "SELECT 2")]
+    assert [(check.name, check.sql) for check in load_checks()] == [
+        ("a_first", "SELECT 1"),
+        ("b_second", "SELECT 2"),
+    ]
 
 
 def test_an_empty_checks_folder_is_an_error_not_a_pass(tmp_path):
@@ -37,5 +40,10 @@ def test_a_failed_gate_names_each_failed_check_and_its_values():
 
     message = str(QualityGateFailed("2026-11-27T10:00:00Z", [failed], total=6))
 
-    assert message.startswith("1 of 6 quality checks failed for hour 2026-11-27T10:00:00Z; not published:")
-    assert "quality check raw_rows_are_distinct_offsets failed: raw_rows=8, distinct_offsets=7" in message
+    assert message.startswith(
+        "1 of 6 quality checks failed for hour 2026-11-27T10:00:00Z; not published:"
+    )
+    assert (
+        "quality check raw_rows_are_distinct_offsets failed: raw_rows=8, distinct_offsets=7"
+        in message
+    )

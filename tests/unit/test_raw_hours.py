@@ -4,7 +4,7 @@ on real Spark and real files."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -15,8 +15,8 @@ from spark_jobs.raw_hours import ClosedHourCompaction, compact_hour, read_hour
 from spark_jobs.storage import StorageLayout
 
 HOUR = "2026-11-27-10"
-HOUR_END = datetime(2026, 11, 27, 11, tzinfo=timezone.utc)
-H = int(datetime(2026, 11, 27, 10, tzinfo=timezone.utc).timestamp())
+HOUR_END = datetime(2026, 11, 27, 11, tzinfo=UTC)
+H = int(datetime(2026, 11, 27, 10, tzinfo=UTC).timestamp())
 
 
 @pytest.fixture
@@ -24,26 +24,36 @@ def layout(tmp_path) -> StorageLayout:
     return StorageLayout(str(tmp_path))
 
 
-def write_batch(layout: StorageLayout, batch_id: int, byte_counts: list[int], hour: str = HOUR) -> None:
+def write_batch(
+    layout: StorageLayout, batch_id: int, byte_counts: list[int], hour: str = HOUR
+) -> None:
     """One micro-batch's raw file, as the streaming job lays it out."""
     folder = Path(layout.raw_batch(hour, batch_id))
     folder.mkdir(parents=True)
     rows = len(byte_counts)
     pq.write_table(
-        pa.table({
-            "bytes": pa.array(byte_counts, pa.int64()),
-            "timestamp": pa.array([H + i for i in range(rows)], pa.int64()),
-            "app": ["SKYPE"] * rows, "id": ["u1"] * rows, "antenna_id": ["a1"] * rows,
-            "kafka_partition": pa.array([0] * rows, pa.int32()),
-            "kafka_offset": pa.array(range(batch_id * 100, batch_id * 100 + rows), pa.int64()),
-        }),
+        pa.table(
+            {
+                "bytes": pa.array(byte_counts, pa.int64()),
+                "timestamp": pa.array([H + i for i in range(rows)], pa.int64()),
+                "app": ["SKYPE"] * rows,
+                "id": ["u1"] * rows,
+                "antenna_id": ["a1"] * rows,
+                "kafka_partition": pa.array([0] * rows, pa.int32()),
+                "kafka_offset": pa.array(range(batch_id * 100, batch_id * 100 + rows), pa.int64()),
+            }
+        ),
         folder / "part-00000.snappy.parquet",
     )
 
 
 def rows_of(spark, layout, through) -> Counter:
     frame = read_hour(spark, layout, HOUR, through)
-    return Counter() if frame is None else Counter((r["batch_id"], r["bytes"]) for r in frame.collect())
+    return (
+        Counter()
+        if frame is None
+        else Counter((r["batch_id"], r["bytes"]) for r in frame.collect())
+    )
 
 
 def test_reading_keeps_to_committed_batches(spark, layout):
@@ -87,7 +97,9 @@ def test_incomplete_or_uncommitted_compactions_are_ignored(spark, layout):
     write_batch(layout, 1, [2])
     assert compact_hour(spark, layout, HOUR, through_batch=1)
     # A compaction cut short (no _SUCCESS), and one covering a batch the reader may not see yet.
-    (Path(layout.compaction(HOUR, 1)) / "_SUCCESS").rename(Path(layout.compaction(HOUR, 1)) / "moved")
+    (Path(layout.compaction(HOUR, 1)) / "_SUCCESS").rename(
+        Path(layout.compaction(HOUR, 1)) / "moved"
+    )
     write_batch(layout, 2, [4])
     assert compact_hour(spark, layout, HOUR, through_batch=2)
 

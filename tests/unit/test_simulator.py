@@ -10,7 +10,7 @@ import json
 import random
 import uuid
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -37,7 +37,7 @@ from simulator.producer import (
 )
 from simulator.summary import TrafficSummary
 
-HOUR_START = int(datetime(2026, 11, 28, 3, tzinfo=timezone.utc).timestamp())
+HOUR_START = int(datetime(2026, 11, 28, 3, tzinfo=UTC).timestamp())
 SPEC_ANTENNAS = {
     "00000000-0000-0000-0000-000000000000",
     "11111111-1111-1111-1111-111111111111",
@@ -62,7 +62,13 @@ def spec_violation(value: bytes) -> str | None:
         return "not json"
     if not isinstance(parsed, dict):
         return "not an object"
-    for field, expected_type in (("bytes", int), ("timestamp", int), ("app", str), ("id", str), ("antenna_id", str)):
+    for field, expected_type in (
+        ("bytes", int),
+        ("timestamp", int),
+        ("app", str),
+        ("id", str),
+        ("antenna_id", str),
+    ):
         if field not in parsed:
             return f"missing {field}"
         if parsed[field] is None:
@@ -260,11 +266,13 @@ def expected_rows(events, field, bucket_seconds):
     """(date, key) -> bytes, recomputed with plain arithmetic on datetimes."""
     totals = defaultdict(int)
     for event in events:
-        moment = datetime.fromtimestamp(event["timestamp"], timezone.utc)
+        moment = datetime.fromtimestamp(event["timestamp"], UTC)
         if bucket_seconds == 3600:
             bucket = moment.replace(minute=0, second=0)
         else:
-            bucket = moment.replace(minute=moment.minute - moment.minute % (bucket_seconds // 60), second=0)
+            bucket = moment.replace(
+                minute=moment.minute - moment.minute % (bucket_seconds // 60), second=0
+            )
         totals[bucket.strftime("%Y-%m-%dT%H:%M:%SZ"), event[field]] += event["bytes"]
     return dict(totals)
 
@@ -283,14 +291,18 @@ def summary_of(events_config: SimulatorConfig) -> tuple[list, dict]:
 
 def test_summary_totals_match_a_recomputation_from_the_events():
     # Starts mid-hour and spans two hours, with unknown devices, so buckets are cut everywhere.
-    events, result = summary_of(config(start=HOUR_START + 1500, ticks=None, duration_seconds=7200, unknown_devices=2))
+    events, result = summary_of(
+        config(start=HOUR_START + 1500, ticks=None, duration_seconds=7200, unknown_devices=2)
+    )
     assert result["events"] == len(events) == 120 * 22
     assert result["total_bytes"] == sum(event["bytes"] for event in events)
     assert result["first_timestamp"] == HOUR_START + 1500
     assert result["last_timestamp"] == HOUR_START + 1500 + 7200 - 60
     assert result["window_seconds"] == 300
     for dimension, field in (("antenna", "antenna_id"), ("user", "id"), ("app", "app")):
-        assert rows_as_dict(result["windows"][dimension], field) == expected_rows(events, field, 300)
+        assert rows_as_dict(result["windows"][dimension], field) == expected_rows(
+            events, field, 300
+        )
         assert rows_as_dict(result["hours"][dimension], field) == expected_rows(events, field, 3600)
 
 
@@ -302,7 +314,9 @@ def test_summary_per_dimension_adds_up_to_the_total():
 
 
 def test_summary_buckets_start_on_utc_boundaries():
-    _, result = summary_of(config(start=HOUR_START + 17, ticks=None, duration_seconds=5400, tick_seconds=37))
+    _, result = summary_of(
+        config(start=HOUR_START + 17, ticks=None, duration_seconds=5400, tick_seconds=37)
+    )
     for rows in result["windows"].values():
         for row in rows:
             moment = datetime.strptime(row["date"], "%Y-%m-%dT%H:%M:%SZ")
@@ -372,7 +386,13 @@ def test_send_raises_when_a_delivery_fails():
 def test_send_stops_when_asked():
     stop = StopFlag()
     records = generate_records(config(ticks=None))
-    summary = send(records, FakeProducer(), "devices", stop=stop, on_sent=lambda record: record.tick == 2 and stop.request())
+    summary = send(
+        records,
+        FakeProducer(),
+        "devices",
+        stop=stop,
+        on_sent=lambda record: record.tick == 2 and stop.request(),
+    )
     assert summary.events == 2 * 20 + 1
 
 
@@ -441,8 +461,26 @@ def test_start_is_read_as_utc():
 
 def test_flags_become_the_config():
     args = cli.parse_args(
-        "--antennas 7 --devices 3 --unknown-devices 2 --tick-seconds 30 --start 2026-11-28T03:00:00Z "
-        "--duration 3600 --events 99 --seed 5 --malformed-rate 0.25".split()
+        [
+            "--antennas",
+            "7",
+            "--devices",
+            "3",
+            "--unknown-devices",
+            "2",
+            "--tick-seconds",
+            "30",
+            "--start",
+            "2026-11-28T03:00:00Z",
+            "--duration",
+            "3600",
+            "--events",
+            "99",
+            "--seed",
+            "5",
+            "--malformed-rate",
+            "0.25",
+        ]
     )
     assert args.config == SimulatorConfig(
         start=HOUR_START,
@@ -458,7 +496,17 @@ def test_flags_become_the_config():
 
 
 def test_unreachable_broker_is_one_line_and_exit_2(capsys):
-    status = cli.main(["--bootstrap-servers", "127.0.0.1:1", "--connect-timeout", "1", "--ticks", "1", "--no-progress"])
+    status = cli.main(
+        [
+            "--bootstrap-servers",
+            "127.0.0.1:1",
+            "--connect-timeout",
+            "1",
+            "--ticks",
+            "1",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -469,7 +517,17 @@ def test_main_writes_the_summary_after_a_successful_run(tmp_path, monkeypatch, c
     producer = FakeProducer()
     monkeypatch.setattr(cli, "create_producer", lambda settings: producer)
     out = tmp_path / "summary.json"
-    flags = ["--start", "2026-11-28T03:00:00Z", "--duration", "3600", "--rate", "0", "--seed", "3", "--no-progress"]
+    flags = [
+        "--start",
+        "2026-11-28T03:00:00Z",
+        "--duration",
+        "3600",
+        "--rate",
+        "0",
+        "--seed",
+        "3",
+        "--no-progress",
+    ]
     status = cli.main([*flags, "--topic", "t", "--summary-out", str(out)])
     assert status == 0
     sent_events = [json.loads(value) for _, _, value in producer.sent]
@@ -482,7 +540,9 @@ def test_main_writes_the_summary_after_a_successful_run(tmp_path, monkeypatch, c
 
 
 def test_main_writes_no_summary_when_delivery_fails(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "create_producer", lambda settings: FakeProducer(failing=frozenset({0})))
+    monkeypatch.setattr(
+        cli, "create_producer", lambda settings: FakeProducer(failing=frozenset({0}))
+    )
     out = tmp_path / "summary.json"
     status = cli.main(["--ticks", "1", "--rate", "0", "--no-progress", "--summary-out", str(out)])
     assert status == 1
@@ -514,13 +574,25 @@ def test_merged_worker_summaries_equal_the_single_process_summary():
 
 
 def test_workers_share_a_rate_in_proportion_to_their_devices():
-    job = SendJob(config(devices=20, unknown_devices=1), ProducerSettings("unused:9092"), "devices", 2100.0, 300)
+    job = SendJob(
+        config(devices=20, unknown_devices=1),
+        ProducerSettings("unused:9092"),
+        "devices",
+        2100.0,
+        300,
+    )
     rates = [worker_rate(job, index, 2) for index in range(2)]
     assert rates == [pytest.approx(1100.0), pytest.approx(1000.0)]
     assert worker_rate(SendJob(job.config, job.settings, "devices", 0.0, 300), 0, 2) == 0.0
 
 
 def test_parallel_run_against_an_unreachable_broker_raises_broker_unavailable():
-    job = SendJob(config(ticks=1), ProducerSettings("127.0.0.1:1", connect_timeout_seconds=1), "devices", 0.0, 300)
+    job = SendJob(
+        config(ticks=1),
+        ProducerSettings("127.0.0.1:1", connect_timeout_seconds=1),
+        "devices",
+        0.0,
+        300,
+    )
     with pytest.raises(BrokerUnavailableError):
         send_in_parallel(job, 2, StopFlag())

@@ -13,7 +13,12 @@ from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER
 from spark_jobs.events import classify_records, quarantine_records, reject_records, valid_events
 from spark_jobs.streaming import (
-    SPEED_TABLES, batch_totals, refused_conditions, speed_batch_totals, window_seconds, without_py4j_connection_tracebacks,
+    SPEED_TABLES,
+    batch_totals,
+    refused_conditions,
+    speed_batch_totals,
+    window_seconds,
+    without_py4j_connection_tracebacks,
 )
 
 H = 1764237600  # 2026-11-27T10:00:00Z
@@ -35,15 +40,27 @@ def totals_of(spark, events, window="5 minutes") -> postgres.SpeedBatchTotals:
 
 
 def test_batch_totals_per_table_window_and_hour_with_the_quarantined_count(spark):
-    totals = totals_of(spark, [
-        report(1, H), report(2, H + 299, app="TELEGRAM"), report(4, H + 300, antenna="a2"),
-        report(8, H - 1, device="u2"), "not json", report(-1, H),
-    ])
+    totals = totals_of(
+        spark,
+        [
+            report(1, H),
+            report(2, H + 299, app="TELEGRAM"),
+            report(4, H + 300, antenna="a2"),
+            report(8, H - 1, device="u2"),
+            "not json",
+            report(-1, H),
+        ],
+    )
 
     assert {t.name: sorted(rows) for t, rows in totals.increments.items()} == {
         "bytes_agg_antenna": [("a1", H - 300, 8), ("a1", H, 3), ("a2", H + 300, 4)],
         "bytes_agg_user": [("u1", H, 3), ("u1", H + 300, 4), ("u2", H - 300, 8)],
-        "bytes_agg_app": [("SKYPE", H - 300, 8), ("SKYPE", H, 1), ("SKYPE", H + 300, 4), ("TELEGRAM", H, 2)],
+        "bytes_agg_app": [
+            ("SKYPE", H - 300, 8),
+            ("SKYPE", H, 1),
+            ("SKYPE", H + 300, 4),
+            ("TELEGRAM", H, 2),
+        ],
     }
     assert sorted(totals.hours) == [(H - 3600, 1, 8), (H, 3, 7)]
     assert totals.valid_events == 4
@@ -51,11 +68,16 @@ def test_batch_totals_per_table_window_and_hour_with_the_quarantined_count(spark
 
 
 def test_hours_before_1970_and_in_year_9999_are_counted_in_their_own_hour_and_window(spark):
-    totals = totals_of(spark, [report(1, -1), report(2, -3600), report(8, -301), report(4, 253402300799)])
+    totals = totals_of(
+        spark, [report(1, -1), report(2, -3600), report(8, -301), report(4, 253402300799)]
+    )
 
     assert sorted(totals.hours) == [(-3600, 3, 11), (253402297200, 1, 4)]
     assert sorted(totals.increments[SPEED_TABLES[BY_ANTENNA]]) == [
-        ("a1", -3600, 2), ("a1", -600, 8), ("a1", -300, 1), ("a1", 253402300500, 4),
+        ("a1", -3600, 2),
+        ("a1", -600, 8),
+        ("a1", -300, 1),
+        ("a1", 253402300500, 4),
     ]
 
 
@@ -67,38 +89,69 @@ def test_an_empty_batch_adds_nothing(spark):
 
 
 def test_refused_rows_pick_exactly_the_records_behind_them(spark):
-    classified = classify_records(kafka_rows(spark, [
-        report(1, H, app="SKYPE"), report(2, H + 10, app="WHATSAPP"), report(4, H + 300, app="WHATSAPP"),
-        report(8, 2 * H),
-    ]))
+    classified = classify_records(
+        kafka_rows(
+            spark,
+            [
+                report(1, H, app="SKYPE"),
+                report(2, H + 10, app="WHATSAPP"),
+                report(4, H + 300, app="WHATSAPP"),
+                report(8, 2 * H),
+            ],
+        )
+    )
     refused = [
-        postgres.RefusedRow(SPEED_TABLES[BY_APP], "WHATSAPP", H, "database_refused:numeric_value_out_of_range"),
+        postgres.RefusedRow(
+            SPEED_TABLES[BY_APP], "WHATSAPP", H, "database_refused:numeric_value_out_of_range"
+        ),
         postgres.RefusedRow(None, "", 2 * H - (2 * H) % 3600, "database_refused:check_violation"),
     ]
 
     marked = reject_records(classified, refused_conditions(refused, "5 minutes"))
 
     assert sorted((r["offset"], r["reason"]) for r in quarantine_records(marked).collect()) == [
-        (1, "database_refused:numeric_value_out_of_range"), (3, "database_refused:check_violation"),
+        (1, "database_refused:numeric_value_out_of_range"),
+        (3, "database_refused:check_violation"),
     ]
-    assert sorted(r["kafka_offset"] for r in valid_events(marked).select("kafka_offset").collect()) == [0, 2]
+    assert sorted(
+        r["kafka_offset"] for r in valid_events(marked).select("kafka_offset").collect()
+    ) == [0, 2]
 
 
 def test_user_and_antenna_rows_refused_by_key_and_window(spark):
-    classified = classify_records(kafka_rows(spark, [report(1, H, device="u1"), report(2, H, device="u2")]))
-    refused = [postgres.RefusedRow(SPEED_TABLES[BY_USER], "u2", H, "r1"), postgres.RefusedRow(SPEED_TABLES[BY_ANTENNA], "a9", H, "r2")]
+    classified = classify_records(
+        kafka_rows(spark, [report(1, H, device="u1"), report(2, H, device="u2")])
+    )
+    refused = [
+        postgres.RefusedRow(SPEED_TABLES[BY_USER], "u2", H, "r1"),
+        postgres.RefusedRow(SPEED_TABLES[BY_ANTENNA], "a9", H, "r2"),
+    ]
 
     marked = reject_records(classified, refused_conditions(refused, "5 minutes"))
 
     assert [(r["offset"], r["reason"]) for r in quarantine_records(marked).collect()] == [(1, "r1")]
 
 
-@pytest.mark.parametrize("text, seconds", [("5 minutes", 300), ("1 minute", 60), ("1 hour", 3600), ("30 seconds", 30)])
+@pytest.mark.parametrize(
+    "text, seconds", [("5 minutes", 300), ("1 minute", 60), ("1 hour", 3600), ("30 seconds", 30)]
+)
 def test_window_lengths_that_divide_an_hour(text, seconds):
     assert window_seconds(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["7 minutes", "2 hours", "0 minutes", "minutes", "5 parsecs", "-5 minutes", "5 minutess", "\u0665 minutes"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "7 minutes",
+        "2 hours",
+        "0 minutes",
+        "minutes",
+        "5 parsecs",
+        "-5 minutes",
+        "5 minutess",
+        "\u0665 minutes",
+    ],
+)
 def test_window_lengths_that_do_not_divide_an_hour_are_refused(text):
     with pytest.raises(argparse.ArgumentTypeError):
         window_seconds(text)
@@ -106,9 +159,17 @@ def test_window_lengths_that_do_not_divide_an_hour_are_refused(text):
 
 def test_py4j_connection_tracebacks_are_dropped_and_nothing_else():
     def record(name, pathname):
-        return logging.LogRecord(name, logging.ERROR, pathname, 1, "Exception while sending command.", None, None)
+        return logging.LogRecord(
+            name, logging.ERROR, pathname, 1, "Exception while sending command.", None, None
+        )
 
-    assert not without_py4j_connection_tracebacks(record("root", "/venv/site-packages/py4j/java_gateway.py"))
+    assert not without_py4j_connection_tracebacks(
+        record("root", "/venv/site-packages/py4j/java_gateway.py")
+    )
     assert without_py4j_connection_tracebacks(record("root", "/repo/spark_jobs/streaming.py"))
-    assert not without_py4j_connection_tracebacks(record("py4j.clientserver", "/venv/site-packages/py4j/clientserver.py"))
-    assert without_py4j_connection_tracebacks(record("spark_jobs.lease", "/repo/spark_jobs/lease.py"))
+    assert not without_py4j_connection_tracebacks(
+        record("py4j.clientserver", "/venv/site-packages/py4j/clientserver.py")
+    )
+    assert without_py4j_connection_tracebacks(
+        record("spark_jobs.lease", "/repo/spark_jobs/lease.py")
+    )

@@ -26,7 +26,10 @@ import_assets = load_import_assets()
 
 @pytest.fixture(scope="module")
 def assets() -> dict[str, dict]:
-    return {path: yaml.safe_load(text) for path, text in import_assets.bundle(import_assets.ASSETS).items()}
+    return {
+        path: yaml.safe_load(text)
+        for path, text in import_assets.bundle(import_assets.ASSETS).items()
+    }
 
 
 def of_kind(assets: dict[str, dict], folder: str) -> dict[str, dict]:
@@ -35,7 +38,13 @@ def of_kind(assets: dict[str, dict], folder: str) -> dict[str, dict]:
 
 def test_the_bundle_is_an_assets_export(assets):
     assert assets["metadata.yaml"]["type"] == "assets"
-    assert {path.split("/")[0] for path in assets} == {"metadata.yaml", "databases", "datasets", "charts", "dashboards"}
+    assert {path.split("/")[0] for path in assets} == {
+        "metadata.yaml",
+        "databases",
+        "datasets",
+        "charts",
+        "dashboards",
+    }
 
 
 def test_every_reference_resolves(assets):
@@ -45,7 +54,11 @@ def test_every_reference_resolves(assets):
     charts = of_kind(assets, "charts")
     chart_uuids = {c["uuid"] for c in charts.values()}
     (dashboard,) = of_kind(assets, "dashboards").values()
-    placed = {item["meta"]["uuid"] for item in dashboard["position"].values() if isinstance(item, dict) and item.get("type") == "CHART"}
+    placed = {
+        item["meta"]["uuid"]
+        for item in dashboard["position"].values()
+        if isinstance(item, dict) and item.get("type") == "CHART"
+    }
 
     assert {c["database_uuid"] for c in datasets.values()} <= database_uuids
     assert {c["dataset_uuid"] for c in charts.values()} <= dataset_uuids
@@ -62,13 +75,17 @@ def test_charts_use_only_their_dataset_columns_and_metrics(assets):
         params = chart["params"]
         used_columns = set(params.get("groupby", [])) | set(params.get("all_columns", []))
         used_columns |= {params[key] for key in ("x_axis",) if key in params}
-        used_metrics = set(params.get("metrics", [])) | ({params["metric"]} if "metric" in params else set())
+        used_metrics = set(params.get("metrics", [])) | (
+            {params["metric"]} if "metric" in params else set()
+        )
         query = json.loads(chart["query_context"])["queries"][0]
 
         assert used_columns <= columns, path
         assert used_metrics <= metrics, path
         assert set(query["metrics"] or []) <= metrics, path
-        assert {c if isinstance(c, str) else c["sqlExpression"] for c in query["columns"]} <= columns, path
+        assert {
+            c if isinstance(c, str) else c["sqlExpression"] for c in query["columns"]
+        } <= columns, path
 
 
 def test_the_database_file_holds_no_password(assets):
@@ -79,9 +96,14 @@ def test_the_database_file_holds_no_password(assets):
 def test_the_import_takes_address_and_password_from_the_dsn():
     contents = import_assets.bundle(import_assets.ASSETS)
 
-    updated, passwords = import_assets.with_database_from(contents, "postgresql://reader:s%40cret@db.internal:6543/serving")
+    updated, passwords = import_assets.with_database_from(
+        contents, "postgresql://reader:s%40cret@db.internal:6543/serving"
+    )
 
     database = yaml.safe_load(updated[import_assets.DATABASE_FILE])
-    assert database["sqlalchemy_uri"] == "postgresql+psycopg2://reader:XXXXXXXXXX@db.internal:6543/serving"
+    assert (
+        database["sqlalchemy_uri"]
+        == "postgresql+psycopg2://reader:XXXXXXXXXX@db.internal:6543/serving"
+    )
     assert passwords == {import_assets.DATABASE_FILE: "s@cret"}
     assert "s@cret" not in "".join(updated.values())
