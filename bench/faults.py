@@ -514,7 +514,7 @@ class OutageInjector(threading.Thread):
                     self._outage(record, postgres.down, start_postgres, fault.down_seconds)
                 else:
                     self._outage(record, kafka.down, start_kafka, fault.down_seconds)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - recorded; the next outages still run
                 record["error"] = f"{type(error).__name__}: {error}"
             finally:
                 self.active = None

@@ -19,12 +19,13 @@ def sqlalchemy_url(dsn: str):
     libpq itself splits the DSN (percent-escapes, query options such as sslmode), and
     `URL.create` escapes each part again for SQLAlchemy, so no password breaks the conversion.
     """
+    from psycopg2 import ProgrammingError
     from psycopg2.extensions import parse_dsn
     from sqlalchemy.engine import URL
 
     try:
         parts = parse_dsn(dsn)
-    except Exception as error:  # psycopg2 reports libpq's message as a ProgrammingError
+    except ProgrammingError as error:  # libpq's message
         raise ServiceError(
             f"the DSN is not valid ({first_line(error)}); write it like postgresql://user:password@host:5432/database"
         ) from None

@@ -86,11 +86,12 @@ def is_external() -> bool:
 
 
 def dsn_parts(dsn: str) -> dict[str, str]:
+    from psycopg2 import ProgrammingError
     from psycopg2.extensions import parse_dsn
 
     try:
         return parse_dsn(dsn)
-    except Exception as error:  # psycopg2 raises ProgrammingError with libpq's message
+    except ProgrammingError as error:  # libpq's message
         raise ServiceError(
             f"PG_DSN is not a valid libpq DSN ({first_line(error)}); e.g. postgresql://user:pw@host:5432/db"
         ) from None

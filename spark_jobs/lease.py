@@ -137,7 +137,7 @@ class Lease:
         try:
             modified = self._fs.getFileStatus(path).getModificationTime()
             stream = self._fs.open(path)
-        except Exception as error:
+        except Exception as error:  # Py4J wraps FileNotFoundException: taken meanwhile
             if "FileNotFoundException" in str(error):
                 return self._current()
             raise
@@ -175,7 +175,7 @@ class Lease:
                 stream.write(self._content())
             finally:
                 stream.close()
-        except Exception as error:
+        except Exception as error:  # Py4J wraps FileAlreadyExistsException / a 412
             if any(marker in str(error) for marker in ("AlreadyExists", "already exists", "412")):
                 return False
             raise
@@ -273,7 +273,7 @@ class Lease:
                     return
                 self._rewrite()
                 self._last_renewed = time.monotonic()
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - storage unreachable: try again next period
                 log.warning(
                     "could not renew the %s lease (%s); retrying",
                     self.purpose,
@@ -302,7 +302,7 @@ class Lease:
                 current = self._current()
                 if current is not None and current.number == self.number:
                     self._fs.delete(self._path(generation_file(self.number)), False)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - a lease left behind only delays the next start on another host
             log.warning(
                 "could not release the %s lease: %s", self.purpose, str(error).splitlines()[0]
             )
@@ -311,7 +311,7 @@ class Lease:
     def _close_filesystem(self) -> None:
         try:
             self._fs.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - the JVM is gone already (a SIGTERM to the process group)
             log.debug("the %s lease's file system was closed with the JVM", self.purpose)
 
 

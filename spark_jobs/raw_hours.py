@@ -236,7 +236,7 @@ class ClosedHourCompaction:
                 continue
             try:
                 compact_hour(self.spark, self.layout, hour, newest)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a failed compaction must not stop the stream
                 log.warning(
                     "compaction of hour %s through batch %d failed, retried later: %s",
                     hour,

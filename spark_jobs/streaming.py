@@ -472,7 +472,7 @@ def batch_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> str:
     try:
         end = logged_end_offsets(spark, checkpoint, batch_id)
         start = logged_end_offsets(spark, checkpoint, batch_id - 1) if batch_id > 0 else {}
-    except Exception:
+    except Exception:  # noqa: BLE001 - the message must still go out without the offsets
         return "offsets unknown: see the checkpoint's offsets log"
     ranges = []
     for topic, partitions in end.items():
@@ -592,7 +592,7 @@ class Supervisor:
             ):
                 time.sleep(0.1)
             query.stop()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - the job may be exiting already; nothing to stop then
             log.debug("stopping the query: %s", error)
 
     def run(self) -> None:
