@@ -37,9 +37,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, chain
-from platform_airflow.hours import batch_hour
+from platform_airflow.hours import batch_hour, parse_utc
 from platform_airflow.quality import SpeedDriftOperator
 from platform_airflow.runners import batch_runner, build_batch_task
 from platform_airflow.sensors import SpeedLayerCaughtUpSensor
@@ -50,19 +49,17 @@ RUNNER = batch_runner()
 POSTGRES_CONN_ID = "platform_postgres"
 # catchup: unpausing the DAG schedules every hour since START_DATE (env BATCH_START_DATE, read when
 # the file is parsed: a new deployment starts where its data does, not with months of empty hours).
-START_DATE = pendulum.parse(os.environ.get("BATCH_START_DATE", "2026-11-27T00:00:00Z")).in_timezone(
-    "UTC"
-)
+START_DATE = parse_utc(os.environ.get("BATCH_START_DATE", "2026-11-27T00:00:00Z"))
 MAX_ACTIVE_RUNS = 2
 
-# The hour is the data interval's start, or conf["hour"] of a republication (platform_airflow.hours):
-# the batch job's --hour, and %(hour)s of the SQL.
+# The hour is the data interval's start, or conf["hour"] of a republication
+# (platform_airflow.hours): the batch job's --hour, and %(hour)s of the SQL.
 THE_HOUR = "batch_hour(dag_run, data_interval_start)"
-HOUR_FLAG = "{{ %s.strftime('%%Y-%%m-%%dT%%H:%%M:%%SZ') }}" % THE_HOUR
-HOUR_START = "{{ %s.isoformat() }}" % THE_HOUR
-HOUR_ID = "{{ %s.strftime('%%Y%%m%%dT%%H') }}" % THE_HOUR
+HOUR_FLAG = f"{{{{ {THE_HOUR}.strftime('%Y-%m-%dT%H:%M:%SZ') }}}}"
+HOUR_START = f"{{{{ {THE_HOUR}.isoformat() }}}}"
+HOUR_ID = f"{{{{ {THE_HOUR}.strftime('%Y%m%dT%H') }}}}"
 # Labels allow lowercase letters only.
-HOUR_ID_LOWER = "{{ %s.strftime('%%Y%%m%%dt%%H') }}" % THE_HOUR
+HOUR_ID_LOWER = f"{{{{ {THE_HOUR}.strftime('%Y%m%dt%H') }}}}"
 # Connection POSTGRES_CONN_ID as a libpq URI: the job writes to the database the checks read.
 PG_DSN = "{{ conn.platform_postgres.get_uri() }}"
 LATENESS_MINUTES = "{{ var.value.get('batch_lateness_minutes', 10) }}"
@@ -71,7 +68,9 @@ KAFKA_BOOTSTRAP_SERVERS = (
 )
 KAFKA_TOPIC = f"{{{{ var.value.get('kafka_topic', '{settings.kafka_topic()}') }}}}"
 COMPLETENESS_ARGS = [
-    "--bootstrap-servers", KAFKA_BOOTSTRAP_SERVERS, "--topic", KAFKA_TOPIC, "--lateness-minutes", LATENESS_MINUTES,
+    "--bootstrap-servers", KAFKA_BOOTSTRAP_SERVERS,
+    "--topic", KAFKA_TOPIC,
+    "--lateness-minutes", LATENESS_MINUTES,
 ]  # fmt: skip
 CODE_URI = "{{ var.value.code_uri }}"
 

@@ -53,9 +53,13 @@ with DAG(
         now = pendulum.now("UTC").isoformat()
         return [
             {
-                "trigger_run_id": f"republish__{pendulum.instance(hour).in_timezone('UTC'):%Y%m%dT%H}__input_{last_batch}",
+                "trigger_run_id": (
+                    f"republish__{pendulum.instance(hour).in_timezone('UTC'):%Y%m%dT%H}"
+                    f"__input_{last_batch}"
+                ),
                 "conf": {HOUR_CONF_KEY: pendulum.instance(hour).in_timezone("UTC").isoformat()},
-                # A run_after and no logical date: the hour's logical date belongs to its scheduled run.
+                # A run_after and no logical date: the hour's logical date belongs to its
+                # scheduled run.
                 "run_after": now,
             }
             for hour, last_batch in rows

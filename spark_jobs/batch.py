@@ -117,7 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--topic",
         default=settings.kafka_topic(),
-        help="topic the streaming job reads, when its checkpoint has no batch yet (env KAFKA_TOPIC)",
+        help=(
+            "topic the streaming job reads, when its checkpoint has no batch yet (env KAFKA_TOPIC)"
+        ),
     )
     parser.add_argument(
         "--lateness-minutes",
@@ -128,7 +130,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--allow-incomplete",
         action="store_true",
-        help="publish even if the speed layer has not committed the whole hour (logged, and recorded with the run)",
+        help=(
+            "publish even if the speed layer has not committed the whole hour"
+            " (logged, and recorded with the run)"
+        ),
     )
     return parser.parse_args(argv)
 
@@ -209,6 +214,7 @@ def raw_figures(events: DataFrame) -> tuple[int, int]:
     record is stored twice. Counted apart from the aggregates, for the quality gate."""
     per_offset = events.groupBy("kafka_partition", "kafka_offset").count()
     row = per_offset.agg(F.sum("count").alias("rows"), F.count(F.lit(1)).alias("distinct")).first()
+    assert row is not None, "a global aggregation has one row"
     return int(row["rows"] or 0), int(row["distinct"] or 0)
 
 
@@ -250,12 +256,10 @@ def run_with_session(spark: SparkSession, args: argparse.Namespace) -> HourResul
     hour_text = iso_hour(args.hour)
     committed = last_committed_batch(spark, checkpoint)
     behind = require_complete(spark, args, checkpoint, committed)
-    raw = (
-        raw_hours.read_hour(spark, layout, event_hour_name(args.hour), committed)
-        if committed is not None
-        else None
-    )
-    events = events_of_hour(raw, args.hour, committed) if raw is not None else None
+    events = None
+    if committed is not None:
+        raw = raw_hours.read_hour(spark, layout, event_hour_name(args.hour), committed)
+        events = events_of_hour(raw, args.hour, committed) if raw is not None else None
     users = spark.createDataFrame(
         postgres.fetch_users(args.pg_dsn), "id string, email string, quota bigint"
     )
@@ -266,6 +270,8 @@ def run_with_session(spark: SparkSession, args: argparse.Namespace) -> HourResul
             "no committed events for hour %s under %s: nothing written", hour_text, layout.raw
         )
         return None
+    # A result came from events of committed micro-batches.
+    assert events is not None and committed is not None
     raw_rows, distinct_offsets = raw_figures(events)
     run = postgres.HourRun(
         committed, raw_rows, distinct_offsets, records_behind=behind, forced=args.allow_incomplete
@@ -273,7 +279,8 @@ def run_with_session(spark: SparkSession, args: argparse.Namespace) -> HourResul
     if not publish(args, hour_text, result, run):
         return None
     log.info(
-        "hour %s: %d events, %d bytes (%d from unknown devices), %d users over quota, from streaming batches up to %d;"
+        "hour %s: %d events, %d bytes (%d from unknown devices), %d users over quota, from "
+        "streaming batches up to %d;"
         " passed the quality gate and published",
         hour_text,
         result.valid_events,
@@ -293,8 +300,10 @@ def require_complete(
     behind = completeness.records_behind(lags)
     if behind and not args.allow_incomplete:
         raise HourIncomplete(
-            f"hour {iso_hour(args.hour)} is not complete: {completeness.describe_lag(lags)}; not published."
-            " Wait for the streaming job to catch up (batch_hourly waits by itself), or publish it anyway with --allow-incomplete"
+            f"hour {iso_hour(args.hour)} is not complete: {completeness.describe_lag(lags)}; not "
+            "published."
+            " Wait for the streaming job to catch up (batch_hourly waits by itself), or publish it "
+            "anyway with --allow-incomplete"
         )
     if behind:
         log.warning(
@@ -336,8 +345,10 @@ def require_no_counted_events(
     )
     if counted:
         raise NoDataForCountedHour(
-            f"hour {iso_hour(args.hour)}: no raw data under {layout.raw} in the committed micro-batches, but the speed"
-            f" layer counted {counted:,} events in them; raw files are missing (or --storage-root is not the stream's)"
+            f"hour {iso_hour(args.hour)}: no raw data under {layout.raw} in the committed "
+            "micro-batches, but the speed"
+            f" layer counted {counted:,} events in them; raw files are missing (or --storage-root "
+            "is not the stream's)"
         )
 
 
@@ -369,7 +380,8 @@ def publish(
         )
         if withdrawn:
             log.error(
-                "hour %s withdrawn from the batch layer: the speed layer answers it until a run passes",
+                "hour %s withdrawn from the batch layer: the speed layer answers it until a run "
+                "passes",
                 hour_text,
             )
         raise

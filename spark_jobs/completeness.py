@@ -55,7 +55,8 @@ def deadline(hour: datetime, lateness: timedelta = DEFAULT_LATENESS) -> datetime
 def partition_lags(
     topic: str, targets: Mapping[int, int], committed: Mapping[int, int]
 ) -> list[PartitionLag]:
-    """Per partition of the topic, its target and what the speed layer committed (0: nothing yet)."""
+    """Per partition of the topic, its target and what the speed layer committed (0: nothing
+    yet)."""
     return sorted(
         PartitionLag(topic, partition, target, committed.get(partition, 0))
         for partition, target in targets.items()
@@ -67,7 +68,8 @@ def records_behind(lags: Iterable[PartitionLag]) -> int:
 
 
 def describe_lag(lags: Iterable[PartitionLag]) -> str:
-    """'speed layer is 12,345 records behind on devices-2 (and 10 on devices-0)', or that it is caught up."""
+    """'speed layer is 12,345 records behind on devices-2 (and 10 on devices-0)', or that it is
+    caught up."""
     behind = sorted(
         (lag for lag in lags if lag.behind), key=lambda lag: (-lag.behind, lag.partition)
     )
@@ -130,7 +132,7 @@ def committed_offsets(cursor, topic: str) -> dict[int, int]:
     cursor.execute(
         "SELECT partition, next_offset FROM speed_partition_offsets WHERE topic = %s", (topic,)
     )
-    return {partition: offset for partition, offset in cursor.fetchall()}
+    return dict(cursor.fetchall())
 
 
 def hour_lags(

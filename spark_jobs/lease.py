@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 from pyspark.sql import SparkSession
 
+from spark_jobs.session import jvm_of
+
 log = logging.getLogger("spark_jobs.lease")
 
 DEFAULT_TTL_SECONDS = 45.0
@@ -97,7 +99,7 @@ class Lease:
         self.ttl = ttl_seconds
         self.owner = uuid.uuid4().hex
         self.number: int | None = None
-        jvm = spark.sparkContext._jvm
+        jvm = jvm_of(spark)
         self._jvm = jvm
         folder = jvm.org.apache.hadoop.fs.Path(self.location)
         # A private instance, not the cached one Spark writes with, for the settings below: a local
@@ -182,6 +184,7 @@ class Lease:
         return True
 
     def _rewrite(self) -> None:
+        assert self.number is not None, "only the holder of a generation rewrites it"
         stream = self._fs.create(self._path(generation_file(self.number)), True)
         try:
             stream.write(self._content())
@@ -246,7 +249,8 @@ class Lease:
 
     def _refusal(self, current: Generation) -> str:
         return (
-            f"another streaming job holds the {self.purpose} ({current.holder.describe()}; lease {self.location}):"
+            f"another streaming job holds the {self.purpose} ({current.holder.describe()}; lease "
+            f"{self.location}):"
             " one streaming job per storage root and checkpoint. Stop that job first; if it died on"
             f" another host, its lease is free {self.ttl:.0f} s after its last renewal"
         )

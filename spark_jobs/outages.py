@@ -78,7 +78,8 @@ def wait_out(
             waited = time.monotonic() - started
             if waited >= limit:
                 raise DependencyDown(
-                    f"{first_line(error)} (still unavailable after {waited:.0f} s; outage limit {_minutes(policy.limit)})"
+                    f"{first_line(error)} (still unavailable after {waited:.0f} s; outage limit "
+                    f"{_minutes(policy.limit)})"
                 ) from error
             delay = min(next(delays), limit - waited)
             attempt += 1

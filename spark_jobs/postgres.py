@@ -31,7 +31,7 @@ SESSION_SETTINGS = {
     "tcp_keepalives_count": "3",
     "TimeZone": "UTC",
 }
-CLIENT_KEEPALIVES = {
+CLIENT_KEEPALIVES: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 30,
     "keepalives_interval": 10,
@@ -141,7 +141,8 @@ def connect(dsn: str):
         raise InvalidDsn(f"PG_DSN is not a valid libpq DSN ({first_line(error)})") from error
     except psycopg2.OperationalError as error:
         raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at PG_DSN ({first_line(error)}); is it running (`make up`)?"
+            f"cannot connect to PostgreSQL at PG_DSN ({first_line(error)}); is it running (`make "
+            "up`)?"
         ) from error
 
 
@@ -152,7 +153,8 @@ def require_tables(dsn: str, tables: Iterable[str]) -> None:
             cur.execute("SELECT to_regclass(%s)", (table,))
             if cur.fetchone()[0] is None:
                 raise SchemaNotMigrated(
-                    f"table {table} is missing in PG_DSN's database; apply the migrations with `make up`"
+                    f"table {table} is missing in PG_DSN's database; apply the migrations with "
+                    "`make up`"
                 )
     conn.close()
 
@@ -182,7 +184,8 @@ def _upsert_statement(table: SpeedTable) -> sql.Composed:
     )
     return sql.SQL(
         "INSERT INTO {table} ({key}, date, {total}) "
-        "SELECT v.key, to_timestamp(v.window_start), v.total FROM (VALUES %s) AS v (key, window_start, total) {user_filter} "
+        "SELECT v.key, to_timestamp(v.window_start), v.total FROM (VALUES %s) AS v (key, "
+        "window_start, total) {user_filter} "
         "ON CONFLICT ({key}, date) DO UPDATE SET {total} = {table}.{total} + EXCLUDED.{total}"
     ).format(
         table=sql.Identifier(table.name),
@@ -196,7 +199,8 @@ def _upsert_statement(table: SpeedTable) -> sql.Composed:
 # the hour is reconciled against (up to the batch that run read).
 HOURS_STATEMENT = (
     "INSERT INTO speed_hour_batches (date, batch_id, events, bytes) "
-    "SELECT to_timestamp(v.hour), v.batch_id, v.events, v.bytes FROM (VALUES %s) AS v (hour, batch_id, events, bytes)"
+    "SELECT to_timestamp(v.hour), v.batch_id, v.events, v.bytes FROM (VALUES %s) AS v (hour, "
+    "batch_id, events, bytes)"
 )
 OFFSETS_STATEMENT = (
     "INSERT INTO speed_partition_offsets (topic, partition, next_offset, batch_id) VALUES %s "
@@ -242,7 +246,8 @@ def apply_speed_batch(
     try:
         with conn, conn.cursor() as cur:
             cur.execute(
-                "INSERT INTO speed_layer_progress (query_id, last_batch_id) VALUES (%s, -1) ON CONFLICT DO NOTHING",
+                "INSERT INTO speed_layer_progress (query_id, last_batch_id) VALUES (%s, -1) ON "
+                "CONFLICT DO NOTHING",
                 (query_id,),
             )
             cur.execute(
@@ -266,7 +271,8 @@ def apply_speed_batch(
             if refused:
                 execute_values(
                     cur,
-                    "INSERT INTO speed_refused_rows (query_id, batch_id, table_name, key, start, reason) VALUES %s",
+                    "INSERT INTO speed_refused_rows (query_id, batch_id, table_name, key, start, "
+                    "reason) VALUES %s",
                     [
                         (
                             query_id,
@@ -280,8 +286,10 @@ def apply_speed_batch(
                     ],
                 )
             cur.execute(
-                "UPDATE speed_layer_progress SET last_batch_id = %s, valid_events = valid_events + %s, "
-                "quarantined_events = quarantined_events + %s, updated_at = now() WHERE query_id = %s",
+                "UPDATE speed_layer_progress SET last_batch_id = %s, valid_events = valid_events + "
+                "%s, "
+                "quarantined_events = quarantined_events + %s, updated_at = now() WHERE query_id = "
+                "%s",
                 (batch_id, totals.valid_events, totals.quarantined_events, query_id),
             )
         return True
@@ -296,7 +304,8 @@ def refused_in_batch(
     by_name = {table.name: table for table in tables}
     with connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT table_name, key, start, reason FROM speed_refused_rows WHERE query_id = %s AND batch_id = %s",
+            "SELECT table_name, key, start, reason FROM speed_refused_rows WHERE query_id = %s AND "
+            "batch_id = %s",
             (query_id, batch_id),
         )
         rows = cur.fetchall()
@@ -395,7 +404,8 @@ def publish_hour(dsn: str, hour, result, run: HourRun, gate: Callable[[Any], Non
             published = _lock_hour_and_find_newer_run(cur, hour, run)
             if published is not None:
                 raise HourSuperseded(
-                    f"hour {hour} is published from streaming batch {published}, newer than this run's"
+                    f"hour {hour} is published from streaming batch {published}, newer than this "
+                    "run's"
                     f" {run.last_streaming_batch}; left as it is"
                 )
             _write_hour(cur, hour, result, run)
@@ -418,8 +428,10 @@ def withdraw_hour(dsn: str, hour, run: HourRun, failed_checks: Sequence[str], de
                     sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(name)), (hour,)
                 )
             cur.execute(
-                "INSERT INTO batch_hour_failures (date, failed_checks, details, last_streaming_batch) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (date) DO UPDATE SET failed_checks = EXCLUDED.failed_checks, details = EXCLUDED.details, "
+                "INSERT INTO batch_hour_failures (date, failed_checks, details, "
+                "last_streaming_batch) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (date) DO UPDATE SET failed_checks = EXCLUDED.failed_checks, details "
+                "= EXCLUDED.details, "
                 "last_streaming_batch = EXCLUDED.last_streaming_batch, failed_at = now()",
                 (hour, ", ".join(failed_checks), details, run.last_streaming_batch),
             )
@@ -432,7 +444,8 @@ def speed_events_of_hour(dsn: str, hour, up_to_batch: int) -> int:
     """The events the speed layer counted in the hour, in its micro-batches up to `up_to_batch`."""
     with connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT coalesce(sum(events), 0) FROM speed_hour_batches WHERE date = %s AND batch_id <= %s",
+            "SELECT coalesce(sum(events), 0) FROM speed_hour_batches WHERE date = %s AND batch_id "
+            "<= %s",
             (hour, up_to_batch),
         )
         (events,) = cur.fetchone()
@@ -463,10 +476,14 @@ def _write_hour(cur, hour, result, run: HourRun) -> None:
             )
             execute_values(cur, statement, sorted(rows), page_size=1000)
     cur.execute(
-        "INSERT INTO batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch,"
-        " raw_rows, distinct_offsets, records_behind, forced) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (date) DO UPDATE SET valid_events = EXCLUDED.valid_events, valid_bytes = EXCLUDED.valid_bytes,"
-        " unknown_device_bytes = EXCLUDED.unknown_device_bytes, last_streaming_batch = EXCLUDED.last_streaming_batch,"
+        "INSERT INTO batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, "
+        "last_streaming_batch,"
+        " raw_rows, distinct_offsets, records_behind, forced) VALUES (%s, %s, %s, %s, %s, %s, %s, "
+        "%s, %s)"
+        " ON CONFLICT (date) DO UPDATE SET valid_events = EXCLUDED.valid_events, valid_bytes = "
+        "EXCLUDED.valid_bytes,"
+        " unknown_device_bytes = EXCLUDED.unknown_device_bytes, last_streaming_batch = "
+        "EXCLUDED.last_streaming_batch,"
         " raw_rows = EXCLUDED.raw_rows, distinct_offsets = EXCLUDED.distinct_offsets,"
         " records_behind = EXCLUDED.records_behind, forced = EXCLUDED.forced, computed_at = now()",
         (

@@ -50,13 +50,15 @@ class CheckOutcome:
 
 
 class QualityGateFailed(RuntimeError):
-    """The hour failed its quality gate: it is not published (the message names checks and values)."""
+    """The hour failed its quality gate: it is not published (the message names checks and
+    values)."""
 
     def __init__(self, hour: str, failures: Sequence[CheckOutcome], total: int):
         self.failures = list(failures)
         summary = "\n".join(outcome.describe() for outcome in failures)
         super().__init__(
-            f"{len(failures)} of {total} quality checks failed for hour {hour}; not published:\n{summary}"
+            f"{len(failures)} of {total} quality checks failed for hour {hour}; not "
+            f"published:\n{summary}"
         )
 
 
@@ -102,7 +104,7 @@ def run_checks(cursor, checks: Sequence[QualityCheck], hour: str) -> list[CheckO
 def query_dicts(cursor, sql: str, hour: str) -> list[dict[str, Any]]:
     cursor.execute(sql, {"hour": hour})
     columns = [column[0] for column in cursor.description]
-    return [dict(zip(columns, row)) for row in cursor.fetchall()]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _format_row(row: dict[str, Any]) -> str:

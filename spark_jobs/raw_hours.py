@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs.events import EVENT_COLUMNS
+from spark_jobs.session import jvm_of
 from spark_jobs.storage import StorageLayout, event_hour_name, event_hour_start
 
 log = logging.getLogger("spark_jobs.raw_hours")
@@ -32,7 +33,10 @@ log = logging.getLogger("spark_jobs.raw_hours")
 RAW_COLUMNS = (*EVENT_COLUMNS, "kafka_partition", "kafka_offset")
 HOUR_COLUMNS = (*RAW_COLUMNS, "batch_id")
 # Given to the reader, so it does not start a Spark job to infer what the streaming job wrote.
-RAW_SCHEMA = "bytes bigint, timestamp bigint, app string, id string, antenna_id string, kafka_partition int, kafka_offset bigint"
+RAW_SCHEMA = (
+    "bytes bigint, timestamp bigint, app string, id string, antenna_id string,"
+    " kafka_partition int, kafka_offset bigint"
+)
 COMPACTED_SCHEMA = f"{RAW_SCHEMA}, batch_id bigint"
 # Several row groups per compacted file, so that Spark reads one file with every core.
 COMPACTED_ROW_GROUP_BYTES = 8 * 1024 * 1024
@@ -45,7 +49,7 @@ COMPACTION_PREFIX = "through_batch="
 
 
 def _filesystem(spark: SparkSession, location: str):
-    jvm = spark.sparkContext._jvm
+    jvm = jvm_of(spark)
     path = jvm.org.apache.hadoop.fs.Path(location)
     return path, path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
 
@@ -63,7 +67,7 @@ def child_names(spark: SparkSession, location: str) -> list[str]:
     # The names come back as one string: an hour holds up to a few thousand micro-batch folders,
     # and two Py4J calls per entry would cost a second. (Scala's generic array wrapper is the one
     # JVM helper Py4J lets a Path[] through to.)
-    jvm = spark.sparkContext._jvm
+    jvm = jvm_of(spark)
     listing = jvm.scala.Predef.genericWrapArray(
         jvm.org.apache.hadoop.fs.FileUtil.stat2Paths(fs.listStatus(path))
     ).mkString("\n")
@@ -75,7 +79,7 @@ def read_text(spark: SparkSession, location: str) -> str:
     path, fs = _filesystem(spark, location)
     stream = fs.open(path)
     try:
-        return spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        return jvm_of(spark).org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
     finally:
         stream.close()
 

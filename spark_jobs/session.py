@@ -9,6 +9,7 @@ Dataproc the variable is unset and the image's own connector talks to Cloud Stor
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -18,6 +19,14 @@ from common import settings
 def local_connector_jars(jars_dir: Path | None = None) -> list[str]:
     folder = jars_dir or settings.spark_jars_dir()
     return sorted(str(jar) for jar in folder.glob("*.jar")) if folder.is_dir() else []
+
+
+def jvm_of(spark: SparkSession) -> Any:
+    """The session's JVM gateway (Hadoop's FileSystem, commons-io): there while the session runs."""
+    jvm = spark.sparkContext._jvm
+    if jvm is None:
+        raise RuntimeError("the Spark session has no JVM: it was stopped")
+    return jvm
 
 
 def build_session(
@@ -57,7 +66,9 @@ def emulated_cloud_storage(emulator: str) -> dict[str, str]:
     """The Cloud Storage connector's settings for an emulator at `emulator` (http://host:port)."""
     return {
         "spark.hadoop.fs.gs.impl": "com.google.cloud.hadoop.fs.gcs.GoogleHadoopFileSystem",
-        "spark.hadoop.fs.AbstractFileSystem.gs.impl": "com.google.cloud.hadoop.fs.gcs.GoogleHadoopFS",
+        "spark.hadoop.fs.AbstractFileSystem.gs.impl": (
+            "com.google.cloud.hadoop.fs.gcs.GoogleHadoopFS"
+        ),
         "spark.hadoop.fs.gs.storage.root.url": emulator,
         "spark.hadoop.fs.gs.auth.type": "UNAUTHENTICATED",
         "spark.hadoop.fs.gs.project.id": "emulated",

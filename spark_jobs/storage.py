@@ -1,10 +1,10 @@
 """Where the streaming job keeps its files under STORAGE_ROOT (a local folder or gs://...).
 
-    raw/event_hour=YYYY-MM-DD-HH/batch_id=N/part-*.parquet   valid events of micro-batch N
-    compacted/event_hour=YYYY-MM-DD-HH/through_batch=N/       one closed hour's batches up to N, in one file
-    quarantine/batch_id=N/part-*.parquet                       rejected records of micro-batch N
-    checkpoints/streaming/                                     Spark's offsets and commits
-    leases/streaming/, checkpoints/streaming.lease/            the running streaming job's leases
+    raw/event_hour=YYYY-MM-DD-HH/batch_id=N/part-*.parquet  valid events of micro-batch N
+    compacted/event_hour=YYYY-MM-DD-HH/through_batch=N/     a closed hour up to batch N, one file
+    quarantine/batch_id=N/part-*.parquet                    rejected records of micro-batch N
+    checkpoints/streaming/                                  Spark's offsets and commits
+    leases/streaming/, checkpoints/streaming.lease/         the running streaming job's leases
 
 A micro-batch rewrites exactly its own `batch_id=N` folders, so replaying it after a crash
 replaces its files instead of adding to them; Spark's commit log under the checkpoint says which
@@ -66,7 +66,8 @@ class StorageLayout:
 
     @property
     def streaming_lease(self) -> str:
-        """The file that gives one streaming job at a time this storage root (spark_jobs/lease.py)."""
+        """The file that gives one streaming job at a time this storage root
+        (spark_jobs/lease.py)."""
         return self._path("leases", "streaming")
 
     @property

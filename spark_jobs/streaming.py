@@ -1,4 +1,5 @@
-"""Speed layer: Kafka topic `devices` -> raw Parquet, quarantine and 5-minute aggregates in PostgreSQL.
+"""Speed layer: Kafka topic `devices` -> raw Parquet, quarantine and 5-minute aggregates in
+PostgreSQL.
 
 One streaming query reads Kafka once; each micro-batch (`foreachBatch`) classifies its records,
 writes the valid ones to raw Parquet and the rejected ones to quarantine (both idempotently, in
@@ -13,6 +14,7 @@ and every total stays exact.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import re
@@ -28,6 +30,7 @@ from py4j.protocol import Py4JError
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
 
 from common import secrets, settings
 from common.cli_types import non_negative_float, positive_float, positive_int
@@ -44,14 +47,15 @@ from spark_jobs.raw_hours import (
     last_committed_batch,
     logged_end_offsets,
 )
-from spark_jobs.session import build_session
+from spark_jobs.session import build_session, jvm_of
 from spark_jobs.storage import StorageLayout, event_hour_of_epoch
 
 log = logging.getLogger("spark_jobs.streaming")
 
 SPEED_TABLES = {
     BY_ANTENNA: postgres.SpeedTable("bytes_agg_antenna", BY_ANTENNA.key, BY_ANTENNA.sum_column),
-    # Enriched with user_metadata as it is upserted: unknown devices count for antennas and apps only.
+    # Enriched with user_metadata as it is upserted: unknown devices count for antennas and apps
+    # only.
     BY_USER: postgres.SpeedTable(
         "bytes_agg_user", BY_USER.key, BY_USER.sum_column, known_users_only=True
     ),
@@ -103,7 +107,8 @@ def _max_offsets(text: str) -> int:
     value = positive_int(text)
     if value > MAX_OFFSETS_PER_TRIGGER:
         raise argparse.ArgumentTypeError(
-            f"at most {MAX_OFFSETS_PER_TRIGGER:,} (keeps every sum of a batch within 64 bits), got {text!r}"
+            f"at most {MAX_OFFSETS_PER_TRIGGER:,} (keeps every sum of a batch within 64 bits), got "
+            f"{text!r}"
         )
     return value
 
@@ -111,7 +116,9 @@ def _max_offsets(text: str) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m spark_jobs.streaming",
-        description="Speed layer: Kafka -> raw Parquet, quarantine and 5-minute aggregates in PostgreSQL.",
+        description=(
+            "Speed layer: Kafka -> raw Parquet, quarantine and 5-minute aggregates in PostgreSQL."
+        ),
     )
     parser.add_argument(
         "--bootstrap-servers",
@@ -168,13 +175,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compact-after-minutes",
         type=non_negative_float,
         default=5.0,
-        help="compact an hour's raw files into one this long after the hour ends (default: 5; before batch_hourly's lateness)",
+        help=(
+            "compact an hour's raw files into one this long after the hour ends"
+            " (default: 5; before batch_hourly's lateness)"
+        ),
     )
     parser.add_argument(
         "--outage-limit-minutes",
         type=non_negative_float,
         default=30.0,
-        help="how long to wait for an unavailable PostgreSQL or Kafka broker before exiting (default: 30; 0: do not wait)",
+        help=(
+            "how long to wait for an unavailable PostgreSQL or Kafka broker before exiting"
+            " (default: 30; 0: do not wait)"
+        ),
     )
     parser.add_argument(
         "--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)"
@@ -313,6 +326,12 @@ class SpeedLayerBatch:
         self._query_started.clear()
         self._first_batch_of_run = True
 
+    @property
+    def query_id(self) -> str:
+        if self._query_id is None:
+            raise RuntimeError("a micro-batch ran before the query said its id")
+        return self._query_id
+
     def set_query_id(self, query_id: str) -> None:
         """The query id survives restarts from the same checkpoint: it names the progress row."""
         self._query_id = query_id
@@ -393,8 +412,14 @@ class SpeedLayerBatch:
                         logged_end_offsets(self.spark, self.checkpoint, batch_id)
                     )
                     applied = postgres.with_retries(
-                        lambda: postgres.apply_speed_batch(
-                            self.pg_dsn, self._query_id, batch_id, totals, refused_rows, end_offsets
+                        functools.partial(
+                            postgres.apply_speed_batch,
+                            self.pg_dsn,
+                            self.query_id,
+                            batch_id,
+                            totals,
+                            refused_rows,
+                            end_offsets,
                         ),
                         self.outages,
                     )
@@ -420,15 +445,17 @@ class SpeedLayerBatch:
         self._first_batch_of_run = False
         return postgres.with_retries(
             lambda: postgres.refused_in_batch(
-                self.pg_dsn, self._query_id, batch_id, SPEED_TABLES.values()
+                self.pg_dsn, self.query_id, batch_id, SPEED_TABLES.values()
             ),
             self.outages,
         )
 
     def _stop_message(self, batch_id: int, problem: str) -> str:
         return (
-            f"micro-batch {batch_id} ({batch_offsets(self.spark, self.checkpoint, batch_id)}): {problem}."
-            " The job stops rather than retry it for ever; fix the cause (see the log) and start it again:"
+            f"micro-batch {batch_id} ({batch_offsets(self.spark, self.checkpoint, batch_id)}): "
+            f"{problem}."
+            " The job stops rather than retry it for ever; fix the cause (see the log) and start "
+            "it again:"
             " it resumes at this batch"
         )
 
@@ -436,7 +463,8 @@ class SpeedLayerBatch:
         for lease in self.leases:
             if lease.lost:
                 raise StreamStopped(
-                    f"this job lost its lease {lease.location} to another streaming job and stops writing"
+                    f"this job lost its lease {lease.location} to another streaming job and stops "
+                    "writing"
                 )
 
     def _write_raw(self, events: DataFrame, batch_id: int) -> None:
@@ -494,13 +522,15 @@ def check_kafka(bootstrap_servers: str, topic: str) -> None:
         )
     except KafkaError as error:
         raise KafkaNotReady(
-            f"no Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers}; start one with `make up`"
+            f"no Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers}; start one with `make "
+            "up`"
         ) from error
     try:
         topics = consumer.topics()
     except KafkaError as error:
         raise KafkaNotReady(
-            f"the Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers} does not answer ({error})"
+            f"the Kafka broker at KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers} does not answer "
+            f"({error})"
         ) from error
     else:
         if topic not in topics:
@@ -572,7 +602,7 @@ class Supervisor:
         self.batch = batch
         self.policy = policy
         self.stopping = policy.stop or threading.Event()
-        self.query = None
+        self.query: StreamingQuery | None = None
 
     def stop(self) -> None:
         """Between two batches (SIGTERM from systemd, Dataproc or `kill`), never mid-write; a
@@ -598,9 +628,9 @@ class Supervisor:
     def run(self) -> None:
         failures, first_failure, batches_at_failure = 0, 0.0, -1
         while not self.stopping.is_set():
-            self.query = start_query(self.spark, self.args, self.batch)
+            self.query = query = start_query(self.spark, self.args, self.batch)
             try:
-                self.query.awaitTermination()
+                query.awaitTermination()
                 return
             except StreamingQueryException as error:
                 if self.stopping.is_set():
@@ -626,13 +656,17 @@ class Supervisor:
         ):
             next_batch = _next_batch(self.spark, self.batch.checkpoint)
             raise StreamStopped(
-                f"the streaming query failed {failures} times in {failing_for:.0f} s at micro-batch {next_batch}"
-                f" ({batch_offsets(self.spark, self.batch.checkpoint, next_batch)}) while Kafka and PostgreSQL"
-                f" answer: {problem}. Fix the cause (see the log) and start the job again: it resumes at this batch"
+                f"the streaming query failed {failures} times in {failing_for:.0f} s at "
+                f"micro-batch {next_batch}"
+                f" ({batch_offsets(self.spark, self.batch.checkpoint, next_batch)}) while Kafka "
+                "and PostgreSQL"
+                f" answer: {problem}. Fix the cause (see the log) and start the job again: it "
+                "resumes at this batch"
             )
         delay = min(2**failures, 60)
         log.warning(
-            "streaming query stopped (%s); restarting it from its checkpoint in %d s once Kafka and PostgreSQL answer"
+            "streaming query stopped (%s); restarting it from its checkpoint in %d s once Kafka "
+            "and PostgreSQL answer"
             " (failure %d in a row)",
             problem,
             delay,
@@ -718,7 +752,8 @@ def run(args: argparse.Namespace) -> None:
         # the Spark JVM, often before the query's graceful stop: nothing is lost, the checkpoint
         # replays an unfinished batch on the next start.
         log.info(
-            "the Spark JVM stopped with the job; an unfinished micro-batch replays on the next start"
+            "the Spark JVM stopped with the job; an unfinished micro-batch replays on the next "
+            "start"
         )
     except KeyboardInterrupt:
         supervisor.stop()
@@ -742,7 +777,7 @@ def compact_after_drain(spark: SparkSession, batch: SpeedLayerBatch) -> None:
 def quiet_kafka_client(spark: SparkSession) -> None:
     """The Kafka client inside Spark logs a warning per reconnect while the broker is down; the
     job's own retry lines say it once per attempt."""
-    jvm = spark.sparkContext._jvm
+    jvm = jvm_of(spark)
     jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
         "org.apache.kafka", jvm.org.apache.logging.log4j.Level.ERROR
     )

@@ -61,7 +61,8 @@ def choose_submission(
 
 
 class DataprocSubmitHourJobOperator(DataprocSubmitJobOperator):
-    """Submits `job` once per hour: `job["reference"]["job_id"]` is the base of the ids (module doc)."""
+    """Submits `job` once per hour: `job["reference"]["job_id"]` is the base of the ids (module
+    doc)."""
 
     def execute(self, context):
         hook = DataprocHook(
@@ -73,7 +74,8 @@ class DataprocSubmitHourJobOperator(DataprocSubmitJobOperator):
         )
         if submission.already_running:
             self.log.info(
-                "Dataproc job %s of this hour is %s (an earlier try's): waiting for it, not submitting again",
+                "Dataproc job %s of this hour is %s (an earlier try's): waiting for it, not "
+                "submitting again",
                 submission.id,
                 submission.running_state,
             )

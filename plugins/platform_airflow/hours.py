@@ -17,11 +17,19 @@ import pendulum
 HOUR_CONF_KEY = "hour"
 
 
+def parse_utc(text: str) -> pendulum.DateTime:
+    """An ISO-8601 date and time, in UTC; a bare date, time or duration is refused."""
+    moment = pendulum.parse(text)
+    if not isinstance(moment, pendulum.DateTime):
+        raise ValueError(f"{text!r} is not a date and time")
+    return moment.in_timezone("UTC")
+
+
 def batch_hour(dag_run: Any, data_interval_start: datetime | None) -> pendulum.DateTime:
     """The start of the hour this run computes (a template macro of batch_hourly)."""
     conf = getattr(dag_run, "conf", None) or {}
     if conf.get(HOUR_CONF_KEY):
-        hour = pendulum.parse(conf[HOUR_CONF_KEY]).in_timezone("UTC")
+        hour = parse_utc(conf[HOUR_CONF_KEY])
         if (hour.minute, hour.second, hour.microsecond) != (0, 0, 0):
             raise ValueError(f"conf hour {conf[HOUR_CONF_KEY]!r} is not the start of an hour")
         return hour

@@ -1,5 +1,5 @@
-"""The speed layer's drift from a batch hour, from sql/quality/speed_drift.sql, logged by batch_hourly
-after the hour is published.
+"""The speed layer's drift from a batch hour, from sql/quality/speed_drift.sql, logged by
+batch_hourly after the hour is published.
 
 The quality gate itself (sql/quality/checks/) runs inside the batch job's publishing transaction
 (spark_jobs/quality_gate.py), so a failing hour is never committed. The operator takes the
@@ -21,7 +21,8 @@ SPEED_DRIFT_SQL = REPO_ROOT / "sql" / "quality" / "speed_drift.sql"
 
 
 def measure_speed_drift(connection, hour: str, sql: str | None = None) -> list[dict[str, Any]]:
-    """One row per batch table: its bytes, the speed layer's bytes in the same hour, the difference."""
+    """One row per batch table: its bytes, the speed layer's bytes in the same hour, the
+    difference."""
     try:
         with connection.cursor() as cursor:
             return query_dicts(cursor, sql or SPEED_DRIFT_SQL.read_text(), hour)
@@ -37,8 +38,10 @@ def describe_drift(row: dict[str, Any]) -> str:
         else "no batch bytes"
     )
     return (
-        f"speed-layer drift {row['batch_table']}: batch {row['batch_bytes']} - speed {row['speed_bytes']}"
-        f" = {row['drift_bytes']} bytes ({share}); {row['keys_differing']} of {row['keys']} keys differ"
+        f"speed-layer drift {row['batch_table']}: batch {row['batch_bytes']} - speed "
+        f"{row['speed_bytes']}"
+        f" = {row['drift_bytes']} bytes ({share}); {row['keys_differing']} of {row['keys']} keys "
+        "differ"
     )
 
 

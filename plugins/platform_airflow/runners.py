@@ -80,8 +80,9 @@ EXIT_NOT_PUBLISHABLE = 3
 
 
 class LocalBatchSubmitOperator(SparkSubmitOperator):
-    """spark-submit of the batch job; a run that says its hour cannot be published as it is (a failed
-    quality gate, missing raw files) fails the task without retries: the same input fails again."""
+    """spark-submit of the batch job; a run that says its hour cannot be published as it is (a
+    failed quality gate, missing raw files) fails the task without retries: the same input fails
+    again."""
 
     def execute(self, context) -> None:
         try:
@@ -89,7 +90,8 @@ class LocalBatchSubmitOperator(SparkSubmitOperator):
         except AirflowException as error:
             if f"Error code is: {EXIT_NOT_PUBLISHABLE}." in str(error):
                 raise AirflowFailException(
-                    "the batch job refused to publish the hour (quality gate failed or raw files missing; the"
+                    "the batch job refused to publish the hour (quality gate failed or raw files "
+                    "missing; the"
                     " reason is in the log above); not retried, the same input would fail again"
                 ) from error
             raise
