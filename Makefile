@@ -18,7 +18,7 @@ FAKE_GCS_SERVER := $(GO_BIN)/fake-gcs-server-$(FAKE_GCS_SERVER_VERSION)
 SUPERSET_VENV := $(STATE)/superset-venv
 SUPERSET_PORT ?= 8088
 
-.PHONY: help venv up down status demo test bench clean checkov shellcheck go-tools package superset-venv superset chromium test-e2e
+.PHONY: help venv up down status demo test test-unit lint bench clean checkov shellcheck go-tools package superset-venv superset chromium test-e2e
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -47,6 +47,14 @@ demo: up ## simulate traffic, run the pipeline, print what it computed
 
 test: up checkov shellcheck go-tools ## run the whole test suite against real Kafka, Spark and PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv ## the inner loop: unit and DAG tests, no services started (under two minutes)
+	$(PY) -m pytest tests/unit tests/dags -m "not services" -q $(PYTEST_ARGS)
+
+lint: venv ## ruff (lint and format) and mypy, as configured in pyproject.toml
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 # Checkov's own pins conflict with Airflow's, so it gets a virtualenv of its own, from hashes.
 $(CHECKOV): terraform/checkov-requirements.txt | $(UV)

@@ -47,7 +47,8 @@ def spark():
 
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
-    """The test home's metadata database, migrated once per Airflow version (as ./airflow.sh does)."""
+    """The test home's metadata database, migrated once per Airflow version (as ./airflow.sh
+    does)."""
     from importlib.metadata import version
 
     marker = AIRFLOW_TEST_HOME / f".migrated-{version('apache-airflow')}"

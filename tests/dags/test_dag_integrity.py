@@ -90,7 +90,7 @@ def test_batch_republish_triggers_batch_hourly_for_the_late_hours(parsed):
 
 def test_batch_hourly_is_one_chain(batch_hourly):
     assert set(batch_hourly.task_ids) == set(BATCH_CHAIN)
-    for upstream, downstream in zip(BATCH_CHAIN, BATCH_CHAIN[1:]):
+    for upstream, downstream in zip(BATCH_CHAIN, BATCH_CHAIN[1:], strict=False):
         assert batch_hourly.get_task(upstream).downstream_task_ids == {downstream}
     assert batch_hourly.get_task(BATCH_CHAIN[0]).upstream_task_ids == set()
     assert batch_hourly.get_task(BATCH_CHAIN[-1]).downstream_task_ids == set()

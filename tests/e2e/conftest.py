@@ -36,7 +36,10 @@ SUPERSET_START_TIMEOUT = 300
 def dsn_uri(dsn: str) -> str:
     """Scratch DSNs are key=value strings; Airflow and Superset take a URI."""
     parts = psycopg2.extensions.parse_dsn(dsn)
-    return f"postgresql://{parts['user']}:{parts['password']}@{parts['host']}:{parts.get('port', 5432)}/{parts['dbname']}"
+    return (
+        f"postgresql://{parts['user']}:{parts['password']}"
+        f"@{parts['host']}:{parts.get('port', 5432)}/{parts['dbname']}"
+    )
 
 
 def run(command: list[str], env: dict[str, str], timeout: float) -> None:
@@ -45,7 +48,8 @@ def run(command: list[str], env: dict[str, str], timeout: float) -> None:
     )
     if result.returncode != 0:
         raise AssertionError(
-            f"{' '.join(command)} exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            f"{' '.join(command)} exited {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
 
 
@@ -76,7 +80,8 @@ def simulate(env: dict[str, str], topic: str, start: datetime, seconds: int, see
 
 @pytest.fixture(scope="session")
 def pipeline_dsn(tmp_path_factory):
-    """A database holding one closed hour (batch layer) and the current hour so far (speed layer)."""
+    """A database holding one closed hour (batch layer) and the current hour so far (speed
+    layer)."""
     now = datetime.now(UTC)
     current_hour = now.replace(minute=0, second=0, microsecond=0)
     closed_hour = current_hour - timedelta(hours=1)
@@ -101,8 +106,8 @@ def pipeline_dsn(tmp_path_factory):
                 AIRFLOW_VAR_BATCH_LATENESS_MINUTES="0",
             )
             simulate(env, topic, closed_hour, 3600, seed=7)
-            # The current hour so far, at least ten minutes of it (a few ticks in the future do no harm),
-            # so that users with small quotas are over them live.
+            # The current hour so far, at least ten minutes of it (a few ticks in the future do no
+            # harm), so that users with small quotas are over them live.
             simulate(
                 env,
                 topic,
@@ -158,13 +163,15 @@ def wait_until_healthy(base_url: str, server: subprocess.Popen, log: Path) -> No
             pass
         time.sleep(2)
     raise AssertionError(
-        f"Superset did not answer on {base_url} within {SUPERSET_START_TIMEOUT} s:\n{log.read_text()[-3000:]}"
+        f"Superset did not answer on {base_url} within {SUPERSET_START_TIMEOUT} s:\n"
+        f"{log.read_text()[-3000:]}"
     )
 
 
 @pytest.fixture(scope="session")
 def superset_url(pipeline_dsn):
-    """Superset, set up and assets imported by `./superset.sh setup`, serving the pipeline's database.
+    """Superset, set up and assets imported by `./superset.sh setup`, serving the pipeline's
+    database.
 
     Its home is .state/superset-e2e, not the one of `make superset`: the import points the
     dashboards' database at this test's database.

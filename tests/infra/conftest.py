@@ -14,10 +14,14 @@ KAFKA_IP = "10.20.0.2"
 # What the provider would fill in at apply time, in the forms the API returns.
 CLOUD_ATTRIBUTES = {
     "google_storage_bucket.platform.name": BUCKET,
-    "google_secret_manager_secret.postgres_dsn.id": f"projects/{PROJECT}/secrets/usage-postgres-dsn",
+    "google_secret_manager_secret.postgres_dsn.id": (
+        f"projects/{PROJECT}/secrets/usage-postgres-dsn"
+    ),
     "google_compute_instance.kafka.network_interface[0].network_ip": KAFKA_IP,
     "google_dataproc_cluster.platform.name": "usage-cluster",
-    "google_compute_subnetwork.dataproc.id": f"projects/{PROJECT}/regions/europe-west1/subnetworks/usage-dataproc",
+    "google_compute_subnetwork.dataproc.id": (
+        f"projects/{PROJECT}/regions/europe-west1/subnetworks/usage-dataproc"
+    ),
     "random_id.streaming_job.hex": "a1b2c3",
 }
 
@@ -30,7 +34,7 @@ def terraform() -> Terraform:
 @pytest.fixture(scope="session")
 def example_tfvars() -> dict:
     with (TERRAFORM_DIR / "terraform.tfvars.example").open() as handle:
-        return {name: value for name, value in clean(hcl2.load(handle)).items()}
+        return dict(clean(hcl2.load(handle)).items())
 
 
 def evaluator_for(
@@ -46,5 +50,6 @@ def evaluator_for(
 
 @pytest.fixture(scope="session")
 def sample_values(terraform, example_tfvars) -> dict[str, str]:
-    """HCL literals of every variable for `terraform console`: the example tfvars, else the default."""
+    """HCL literals of every variable for `terraform console`: the example tfvars, else the
+    default."""
     return hcl_variables(terraform, example_tfvars, {"project_id": PROJECT})

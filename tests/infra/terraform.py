@@ -120,7 +120,8 @@ class Terraform:
         return self.resources(resource_type)[(resource_type, name)]
 
     def ephemerals(self) -> dict[tuple[str, str], dict]:
-        """Ephemeral resources, keyed as their references spell them: ("ephemeral.random_x", name)."""
+        """Ephemeral resources, keyed as their references spell them: ("ephemeral.random_x",
+        name)."""
         return {
             (f"ephemeral.{kind}", name): body
             for item in self._top("ephemeral")
@@ -129,7 +130,8 @@ class Terraform:
         }
 
     def references(self, value: Any) -> set[tuple[str, str]]:
-        """The resources `value` refers to, directly or through the locals it uses (depends_on too)."""
+        """The resources `value` refers to, directly or through the locals it uses (depends_on
+        too)."""
         found: set[tuple[str, str]] = set()
         seen_locals: set[str] = set()
         pending = [value]
@@ -276,7 +278,8 @@ def console_value(expression: str, module_dir: Path = TERRAFORM_DIR) -> Any:
     binary = terraform_binary()
     if binary is None:
         raise RuntimeError(
-            "terraform is not on PATH: install Terraform >= 1.11 (README, Deploying to Google Cloud)"
+            "terraform is not on PATH: install Terraform >= 1.11"
+            " (README, Deploying to Google Cloud)"
         )
     text = expression.replace("${path.module}", str(module_dir)).replace(
         "path.module", json.dumps(str(module_dir))
@@ -292,7 +295,8 @@ def console_value(expression: str, module_dir: Path = TERRAFORM_DIR) -> Any:
     )
     if result.returncode != 0:
         raise ValueError(
-            f"terraform console rejected {expression}: {result.stderr.strip() or result.stdout.strip()}"
+            f"terraform console rejected {expression}: "
+            f"{result.stderr.strip() or result.stdout.strip()}"
         )
     return json.loads(json.loads(result.stdout.strip()))
 

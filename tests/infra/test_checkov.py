@@ -40,7 +40,8 @@ def checkov_report() -> dict:
 def test_checkov_finds_no_failed_check(checkov_report):
     summary = checkov_report["summary"]
     failed = [
-        f"{check['check_id']} {check['resource']} ({check['file_path']}:{check['file_line_range']}): {check['check_name']}"
+        f"{check['check_id']} {check['resource']} "
+        f"({check['file_path']}:{check['file_line_range']}): {check['check_name']}"
         for check in checkov_report["results"].get("failed_checks", [])
     ]
     assert summary["parsing_errors"] == 0

@@ -155,7 +155,8 @@ def test_docker_compose_accepts_the_file():
 
 
 def resolved_environment(**interpolation: str) -> subprocess.CompletedProcess:
-    """Every service's environment as Compose resolves it, with only `interpolation` as the shell's."""
+    """Every service's environment as Compose resolves it, with only `interpolation` as the
+    shell's."""
     if not COMPOSEENV.exists():
         pytest.fail(f"{COMPOSEENV} is missing: run `make go-tools` (make test does)")
     args = [str(COMPOSEENV), "-f", str(COMPOSE_FILE)]

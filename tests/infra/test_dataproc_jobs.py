@@ -115,7 +115,7 @@ def test_the_streaming_job_is_a_valid_restartable_job_on_uploaded_code(
     assert job.placement.cluster_name == evaluator.value(
         terraform.resource("google_dataproc_cluster", "platform")["name"]
     )
-    args = dict(zip(job.pyspark_job.args[::2], job.pyspark_job.args[1::2]))
+    args = dict(zip(job.pyspark_job.args[::2], job.pyspark_job.args[1::2], strict=True))
     assert args["--bootstrap-servers"] == f"{KAFKA_IP}:9092" and args["--topic"] == "devices"
     assert args["--storage-root"] == f"gs://{BUCKET}/lake"
     assert args["--checkpoint"].startswith(f"gs://{BUCKET}/lake/checkpoints/")
@@ -269,7 +269,8 @@ def test_the_google_connection_uses_the_vm_identity_in_the_platform_project(terr
 def test_the_completeness_sensor_reaches_kafka_from_the_airflow_vm(
     terraform, evaluator, airflow_config
 ):
-    """The sensor runs where Airflow runs: the VM of `airflow_subnetwork`, tagged `airflow_network_tag`."""
+    """The sensor runs where Airflow runs: the VM of `airflow_subnetwork`, tagged
+    `airflow_network_tag`."""
     tag = evaluator.value(terraform.outputs["airflow_network_tag"]["value"])
     kafka_tags = set(
         evaluator.value(terraform.resource("google_compute_instance", "kafka")["tags"])

@@ -27,6 +27,7 @@ from tests.infra.terraform import TERRAFORM_DIR
 
 STARTUP_SCRIPT = TERRAFORM_DIR / "kafka" / "startup.sh"
 FAKE_SYSTEMCTL = textwrap.dedent(
+    # Two of the script's lines are too long for this file: adjacent literals carry them over.
     """\
     #!{python}
     # systemctl stand-in: `enable --now UNIT` runs the unit's ExecStart in the background.
@@ -34,9 +35,11 @@ FAKE_SYSTEMCTL = textwrap.dedent(
     root = os.environ["KAFKA_ROOT"]
     if sys.argv[1:3] == ["enable", "--now"]:
         unit = open(os.path.join(root, "etc/systemd/system", sys.argv[3])).read()
-        command = next(line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart="))
+        command = next(line.split("=", 1)[1] for line in unit.splitlines()"""
+    """ if line.startswith("ExecStart="))
         log = open(os.path.join(root, "console.log"), "ab")
-        process = subprocess.Popen(shlex.split(command), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(shlex.split(command), stdout=log,"""
+    """ stderr=subprocess.STDOUT, start_new_session=True)
         open(os.path.join(root, "kafka.pid"), "w").write(str(process.pid))
     """
 )

@@ -31,9 +31,16 @@ def test_the_bundle_is_byte_for_byte_reproducible(tmp_path, bundle):
 
 def test_the_bundle_holds_the_packages_and_sql_but_no_byte_code(bundle):
     names = zipfile.ZipFile(bundle / "platform.zip").namelist()
-    for required in ("common/settings.py", "common/secrets.py", "spark_jobs/batch.py", "spark_jobs/postgres.py",
-                     "services/migrate.py", "migrations/env.py", "sql/migrations/V001__serving_schema.sql",
-                     "sql/seed_users.sql"):  # fmt: skip
+    for required in (
+        "common/settings.py",
+        "common/secrets.py",
+        "spark_jobs/batch.py",
+        "spark_jobs/postgres.py",
+        "services/migrate.py",
+        "migrations/env.py",
+        "sql/migrations/V001__serving_schema.sql",
+        "sql/seed_users.sql",
+    ):
         assert required in names, f"{required} missing from platform.zip"
     assert not [name for name in names if name.endswith(".pyc") or "__pycache__" in name]
 
@@ -59,7 +66,8 @@ def test_the_migration_job_applies_the_schema_from_the_bundle_and_is_repeatable(
             cur.execute("SELECT count(*) FROM user_metadata")
             assert cur.fetchone()[0] == 20
             cur.execute(
-                "SELECT to_regclass('bytes_agg_antenna_1h') IS NOT NULL, to_regclass('batch_hour_runs') IS NOT NULL"
+                "SELECT to_regclass('bytes_agg_antenna_1h') IS NOT NULL,"
+                " to_regclass('batch_hour_runs') IS NOT NULL"
             )
             assert cur.fetchone() == (True, True)
         conn.close()

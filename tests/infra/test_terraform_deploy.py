@@ -69,7 +69,8 @@ def test_every_resource_is_created_after_its_api_is_enabled(terraform):
             f"{kind}.{name} needs {api}, which google_project_service.required does not enable"
         )
         assert API_SERVICE in terraform.depends_on_transitively((kind, name)), (
-            f"{kind}.{name} may be created before {api} is enabled: make it depend on google_project_service.required"
+            f"{kind}.{name} may be created before {api} is enabled: "
+            "make it depend on google_project_service.required"
         )
 
 
@@ -155,7 +156,8 @@ def test_the_migration_is_waited_for_and_fails_the_apply_when_it_fails(terraform
 
 
 def test_a_replaced_cluster_gets_its_streaming_job_again(terraform):
-    """Dataproc jobs die with their cluster; Terraform only resubmits a job whose arguments change."""
+    """Dataproc jobs die with their cluster; Terraform only resubmits a job whose arguments
+    change."""
     cluster = "${google_dataproc_cluster.platform}"
     for (_, name), job in terraform.resources("google_dataproc_job").items():
         # The job itself, or a random_id in its id (a new id is a new job).

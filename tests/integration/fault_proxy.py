@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from psycopg2.extensions import make_dsn
 
@@ -84,8 +84,6 @@ class FaultProxy:
 
 
 def _close(connection: socket.socket) -> None:
-    try:
+    with suppress(OSError):
         connection.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
     connection.close()

@@ -44,7 +44,8 @@ def parsed_dags(home) -> set[str]:
 def republished_runs(home) -> list[tuple[str, str]]:
     with sqlite3.connect(home / "airflow.db") as db:
         return db.execute(
-            "SELECT run_id, state FROM dag_run WHERE dag_id = 'batch_hourly' AND run_id LIKE 'republish__%'"
+            "SELECT run_id, state FROM dag_run"
+            " WHERE dag_id = 'batch_hourly' AND run_id LIKE 'republish__%'"
         ).fetchall()
 
 

@@ -36,7 +36,7 @@ def hourly_expectations(summary: dict, users: dict[str, tuple[str, int]]) -> dic
         for r in summary["hours"]["user"]
         if r["id"] in users and epoch(r["date"]) == hour
     }
-    quotas = {email: quota for email, quota in users.values()}
+    quotas = dict(users.values())
     return {
         "antenna": {
             (r["antenna_id"], epoch(r["date"]), r["bytes"])
@@ -79,7 +79,8 @@ def hourly_tables(dsn: str) -> dict[str, set[tuple]]:
 
 @pytest.fixture
 def streamed_hour(topic, scratch_dsn, tmp_path):
-    """One simulated hour (plus a minute either side), drained into raw Parquet by the streaming job."""
+    """One simulated hour (plus a minute either side), drained into raw Parquet by the streaming
+    job."""
     summary_path = tmp_path / "summary.json"
     run_module(
         "simulator",
@@ -161,13 +162,17 @@ def test_batch_hour_equals_summary_rerun_is_identical_and_empty_hour_writes_noth
 
 def dsn_uri(dsn: str) -> str:
     parts = psycopg2.extensions.parse_dsn(dsn)
-    return f"postgresql://{parts['user']}:{parts['password']}@{parts['host']}:{parts.get('port', 5432)}/{parts['dbname']}"
+    return (
+        f"postgresql://{parts['user']}:{parts['password']}"
+        f"@{parts['host']}:{parts.get('port', 5432)}/{parts['dbname']}"
+    )
 
 
 def airflow_dags_test(
     dsn: str, storage, topic: str, logical_date: str
 ) -> subprocess.CompletedProcess:
-    """`./airflow.sh dags test`, exactly as an operator types it, against this test's database, storage and topic."""
+    """`./airflow.sh dags test`, exactly as an operator types it, against this test's database,
+    storage and topic."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -185,7 +190,8 @@ def airflow_dags_test(
 
 
 def duplicate_a_raw_file(storage: Path, hour_folder: str = "event_hour=2026-11-27-10") -> Path:
-    """A copy of one Parquet file of the hour beside it, as a botched restore or copy job leaves it."""
+    """A copy of one Parquet file of the hour beside it, as a botched restore or copy job leaves
+    it."""
     original = sorted(
         (storage / "compacted" / hour_folder).rglob("*.parquet")
         or (storage / "raw" / hour_folder).rglob("*.parquet")
@@ -288,7 +294,7 @@ def completeness_sensor(topic: str, **kwargs):
     )
 
 
-def test_an_hour_is_published_only_complete_and_checked_and_republished_by_the_scheduler_after_late_data(
+def test_an_hour_is_published_when_complete_and_checked_and_republished_after_late_data(
     topic, scratch_dsn, tmp_path, monkeypatch
 ):
     from airflow.sdk.exceptions import AirflowSensorTimeout
@@ -352,14 +358,16 @@ def test_an_hour_is_published_only_complete_and_checked_and_republished_by_the_s
     assert serving_layers(scratch_dsn) == {"batch"}
 
     # The stream catches up: the hour's input changed after its publication, so it is listed to
-    # be published again; records that reach Kafka after the deadline (stamped now) hold nothing back.
+    # be published again; records that reach Kafka after the deadline (stamped now) hold nothing
+    # back.
     run_module("spark_jobs.streaming", *drain)
     send_events_stamped_in_the_hour(topic, 3, first=2000, partition=1, stamp_now=True)
     assert completeness_sensor(topic).poke(context={}) is True
     assert [
         hour for (hour,) in query(scratch_dsn, "SELECT date FROM batch_hours_to_republish")
     ] == [datetime.fromisoformat(HOUR.replace("Z", "+00:00"))]
-    # Meanwhile the published run is older than the hour's input: the speed layer answers, late events included.
+    # Meanwhile the published run is older than the hour's input: the speed layer answers, late
+    # events included.
     assert serving_layers(scratch_dsn) == {"speed"}
     assert served_antenna_bytes(scratch_dsn) == hour_bytes + late_bytes
 

@@ -92,8 +92,16 @@ def test_the_jobs_on_gs_are_exact_across_a_sigkill_and_read_only_committed_batch
 ):
     summary_path = tmp_path / "summary.json"
     run_module(
-        "simulator", "--topic", topic, "--start", "2026-11-27T09:59:00Z", "--duration", "3720", "--rate", "0",
-        "--seed", "5", "--unknown-devices", "3", "--malformed-rate", "0.02", "--summary-out", str(summary_path), "--no-progress",
+        "simulator",
+        "--topic", topic,
+        "--start", "2026-11-27T09:59:00Z",
+        "--duration", "3720",
+        "--rate", "0",
+        "--seed", "5",
+        "--unknown-devices", "3",
+        "--malformed-rate", "0.02",
+        "--summary-out", str(summary_path),
+        "--no-progress",
     )  # fmt: skip
     summary = load_summary(summary_path)
     log_path = tmp_path / "streaming.log"
@@ -101,8 +109,11 @@ def test_the_jobs_on_gs_are_exact_across_a_sigkill_and_read_only_committed_batch
     # Small micro-batches, so that the kill lands mid-stream with batches still to come.
     process = subprocess.Popen(
         [sys.executable, "-m", "spark_jobs.streaming",
-         *streaming(topic, scratch_dsn, gs_root, "--trigger-seconds", "0.5", "--max-offsets-per-trigger", "400")],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=log_path.open("ab"), start_new_session=True,
+         *streaming(topic, scratch_dsn, gs_root,
+                    "--trigger-seconds", "0.5",
+                    "--max-offsets-per-trigger", "400")],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=log_path.open("ab"),
+        start_new_session=True,
     )  # fmt: skip
     replayed = kill_with_a_batch_in_flight(process, emulator, gs_root)
     offsets_log = prefix_of(gs_root, "checkpoints", "streaming", "offsets", str(replayed))
@@ -136,7 +147,11 @@ def test_the_jobs_on_gs_are_exact_across_a_sigkill_and_read_only_committed_batch
     )
 
     batch = run_module(
-        "spark_jobs.batch", "--hour", HOUR, "--pg-dsn", scratch_dsn, "--storage-root", gs_root, "--topic", topic,
+        "spark_jobs.batch",
+        "--hour", HOUR,
+        "--pg-dsn", scratch_dsn,
+        "--storage-root", gs_root,
+        "--topic", topic,
         "--master", "local[2]",
     )  # fmt: skip
 
@@ -160,7 +175,10 @@ def assert_speed_layer_counted_every_event_once(dsn: str, summary: dict) -> None
     """The speed layer's hour totals equal the simulator's: each valid event counted once."""
     for hour in (row for row in summary["hours"]["app"]):
         rows = query(
-            dsn, "SELECT sum(sum_app_bytes) FROM bytes_agg_app WHERE app = %s AND date >= to_timestamp(%s)"
-            " AND date < to_timestamp(%s) + interval '1 hour'", (hour["app"], epoch(hour["date"]), epoch(hour["date"])),
-        )  # fmt: skip
+            dsn,
+            "SELECT sum(sum_app_bytes) FROM bytes_agg_app WHERE app = %s"
+            " AND date >= to_timestamp(%s)"
+            " AND date < to_timestamp(%s) + interval '1 hour'",
+            (hour["app"], epoch(hour["date"]), epoch(hour["date"])),
+        )
         assert rows[0][0] == hour["bytes"], f"{hour['app']} at {hour['date']}"

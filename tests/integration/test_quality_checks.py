@@ -77,7 +77,8 @@ def sums(pairs) -> dict:
 
 
 def rows_of_hour(events: list[Event], users: dict[str, tuple[str, int]]) -> dict[str, list[tuple]]:
-    """{table (columns): rows} as the batch job and the speed layer write them, computed with loops."""
+    """{table (columns): rows} as the batch job and the speed layer write them, computed with
+    loops."""
     user_totals = sums((users[e.device][0], e.bytes) for e in events if e.device in users)
     quota_of = dict(users.values())
     return {
@@ -96,7 +97,10 @@ def rows_of_hour(events: list[Event], users: dict[str, tuple[str, int]]) -> dict
             for email, total in user_totals.items()
             if total > quota_of[email]
         ],
-        "batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch, raw_rows, distinct_offsets)": [
+        (
+            "batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes,"
+            " last_streaming_batch, raw_rows, distinct_offsets)"
+        ): [
             (
                 HOUR,
                 len(events),
@@ -171,7 +175,8 @@ def airflow_connection(dsn: str) -> str:
 
 @pytest.fixture(scope="module")
 def module_dsn():
-    """One migrated scratch database for the whole module: creating one takes seconds, emptying it none."""
+    """One migrated scratch database for the whole module: creating one takes seconds, emptying
+    it none."""
     with scratch_database("test_quality") as dsn:
         yield dsn
 
@@ -186,7 +191,8 @@ def empty_dsn(module_dsn, monkeypatch):
 
 @pytest.fixture
 def hour_dsn(empty_dsn):
-    """The module's database holding HOUR as the pipeline writes it, as connection platform_postgres."""
+    """The module's database holding HOUR as the pipeline writes it, as connection
+    platform_postgres."""
     write_hour(empty_dsn)
     return empty_dsn
 
@@ -201,39 +207,57 @@ def test_an_hour_without_data_passes_every_check(empty_dsn):
 
 CORRUPTIONS = {
     "antenna total off by one": (
-        f"UPDATE bytes_agg_antenna_1h SET sum_antenna_bytes = sum_antenna_bytes + 1 WHERE antenna_id = '{ANTENNA_A}'",
+        "UPDATE bytes_agg_antenna_1h SET sum_antenna_bytes = sum_antenna_bytes + 1"
+        f" WHERE antenna_id = '{ANTENNA_A}'",
         {
-            "bytes_equal_speed_bytes": "batch_table=bytes_agg_antenna_1h, batch_bytes=286001, speed_bytes=286000, drift_bytes=1"
+            "bytes_equal_speed_bytes": (
+                "batch_table=bytes_agg_antenna_1h, batch_bytes=286001, speed_bytes=286000,"
+                " drift_bytes=1"
+            )
         },
     ),
     "app total short": (
         "UPDATE bytes_agg_app_1h SET sum_app_bytes = sum_app_bytes - 10 WHERE app = 'FACEBOOK'",
         {
-            "bytes_equal_speed_bytes": "batch_table=bytes_agg_app_1h, batch_bytes=285990, speed_bytes=286000, drift_bytes=-10"
+            "bytes_equal_speed_bytes": (
+                "batch_table=bytes_agg_app_1h, batch_bytes=285990, speed_bytes=286000,"
+                " drift_bytes=-10"
+            )
         },
     ),
     "user over quota missing": (
         "DELETE FROM users_over_quota_1h WHERE email = 'fede@gmail.com'",
         {
-            "over_quota_rows_match_user_totals": "email=fede@gmail.com, problem=over quota but not listed"
+            "over_quota_rows_match_user_totals": (
+                "email=fede@gmail.com, problem=over quota but not listed"
+            )
         },
     ),
     "user listed under quota": (
         "INSERT INTO users_over_quota_1h VALUES ('andres@gmail.com', %(hour)s, 200000, 150000)",
         {
-            "over_quota_rows_match_user_totals": "email=andres@gmail.com, problem=listed but not over quota"
+            "over_quota_rows_match_user_totals": (
+                "email=andres@gmail.com, problem=listed but not over quota"
+            )
         },
     ),
     "over-quota row with a stale quota": (
         "UPDATE users_over_quota_1h SET quota = 4000 WHERE email = 'fede@gmail.com'",
         {
-            "over_quota_rows_match_user_totals": "problem=listed quota differs from user_metadata, listed_quota=4000, metadata_quota=5000"
+            "over_quota_rows_match_user_totals": (
+                "problem=listed quota differs from user_metadata, listed_quota=4000,"
+                " metadata_quota=5000"
+            )
         },
     ),
     "user total changed": (
-        "UPDATE bytes_agg_user_1h SET sum_user_bytes = sum_user_bytes + 5 WHERE email = 'andres@gmail.com'",
+        "UPDATE bytes_agg_user_1h SET sum_user_bytes = sum_user_bytes + 5"
+        " WHERE email = 'andres@gmail.com'",
         {
-            "bytes_equal_speed_bytes": "batch_table=bytes_agg_user_1h + unknown devices, batch_bytes=286005, speed_bytes=286000, drift_bytes=5"
+            "bytes_equal_speed_bytes": (
+                "batch_table=bytes_agg_user_1h + unknown devices, batch_bytes=286005,"
+                " speed_bytes=286000, drift_bytes=5"
+            )
         },
     ),
     "unknown device counted as a user": (
@@ -254,7 +278,10 @@ CORRUPTIONS = {
         "INSERT INTO speed_hour_batches VALUES (%(hour)s, -1, 3, 900)",
         {
             "raw_rows_equal_speed_events": "raw_rows=7, speed_events=10, difference=-3",
-            "bytes_equal_speed_bytes": "batch_table=bytes_agg_antenna_1h, batch_bytes=286000, speed_bytes=286900, drift_bytes=-900",
+            "bytes_equal_speed_bytes": (
+                "batch_table=bytes_agg_antenna_1h, batch_bytes=286000, speed_bytes=286900,"
+                " drift_bytes=-900"
+            ),
         },
     ),
     "a late micro-batch after the one the run read": (
@@ -297,7 +324,8 @@ def test_the_speed_drift_is_zero_when_the_speed_layer_saw_every_event(hour_dsn):
 
 
 def test_the_speed_drift_counts_the_bytes_the_speed_layer_missed(hour_dsn):
-    # Fede's 5000 bytes at 10:07 arrived after the watermark: in the batch totals, not in the windows.
+    # Fede's 5000 bytes at 10:07 arrived after the watermark: in the batch totals, not in the
+    # windows.
     window = "date = %(hour)s + interval '5 minutes'"
     execute(
         hour_dsn, f"DELETE FROM bytes_agg_antenna WHERE antenna_id = '{ANTENNA_B}' AND {window}"

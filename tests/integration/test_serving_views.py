@@ -16,7 +16,8 @@ pytestmark = pytest.mark.services
 
 CLOSED = datetime(2026, 11, 27, 10, tzinfo=UTC)
 OPEN = CLOSED + timedelta(hours=1)
-# Batch rows were written for this hour but no batch_hour_runs row: not closed, the speed layer answers.
+# Batch rows were written for this hour but no batch_hour_runs row: not closed, the speed layer
+# answers.
 UNCLOSED_WITH_ROWS = CLOSED + timedelta(hours=2)
 MINUTES = timedelta(minutes=1)
 ANTENNA = "11111111-1111-1111-1111-111111111111"
@@ -62,7 +63,8 @@ def insert(dsn: str, table: str, rows: list[tuple]) -> None:
 def close_hour(dsn: str, hour: datetime, valid_bytes: int = 0) -> None:
     insert(
         dsn,
-        "batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch)",
+        "batch_hour_runs"
+        " (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch)",
         [(hour, 1, valid_bytes, 0, 0)],
     )
 
@@ -222,7 +224,8 @@ def test_hours_are_utc_whatever_the_session_time_zone(dsn):
 
 
 def test_a_time_range_filter_reads_the_speed_windows_through_the_date_index(dsn):
-    # What keeps the dashboards fast (figures in bench/results/serving.json): no scan of every window.
+    # What keeps the dashboards fast (figures in bench/results/serving.json): no scan of every
+    # window.
     insert(dsn, "bytes_agg_antenna", [(ANTENNA, OPEN, 1)])
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(

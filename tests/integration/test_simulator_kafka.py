@@ -1,4 +1,5 @@
-"""The simulator against the real local broker: what it sends is what Kafka holds, and its summary is exact.
+"""The simulator against the real local broker: what it sends is what Kafka holds, and its summary
+is exact.
 
 Each test creates its own uniquely named topic, so it neither reads nor disturbs `devices`.
 Needs the broker `make up` starts.

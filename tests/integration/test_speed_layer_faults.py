@@ -61,7 +61,9 @@ POISON = {
     event(10**12 + 1): "bytes_too_large",
     event(2**62): "bytes_too_large",
     event(2**63 - 1, app="SKYPE"): "bytes_too_large",
-    b'{"bytes": 1, "timestamp": 1795773600, "app": "\xff", "id": "x", "antenna_id": "a-1"}': "invalid_utf8",
+    (
+        b'{"bytes": 1, "timestamp": 1795773600, "app": "\xff", "id": "x", "antenna_id": "a-1"}'
+    ): "invalid_utf8",
 }
 
 
@@ -91,7 +93,8 @@ def progress(dsn: str) -> tuple[int, int, int]:
 
 
 def start_job(topic: str, dsn: str, storage: Path, log_path: Path, *extra: str) -> subprocess.Popen:
-    """The job in its own process group, so SIGKILL takes the Spark JVM down with it, as a crash would."""
+    """The job in its own process group, so SIGKILL takes the Spark JVM down with it, as a crash
+    would."""
     args = streaming_args(
         topic, dsn, storage, "--trigger-seconds", "0.5", "--compact-after-minutes", "0", *extra
     )
@@ -176,7 +179,8 @@ def test_poison_records_among_normal_traffic_are_quarantined_and_every_year_is_s
     } == summary_totals(summary, "windows", "antenna", "antenna_id")
     assert query(
         scratch_dsn,
-        "SELECT extract(epoch FROM date)::bigint, events, bytes FROM speed_hour_totals ORDER BY date",
+        "SELECT extract(epoch FROM date)::bigint, events, bytes"
+        " FROM speed_hour_totals ORDER BY date",
     ) == [
         (YEAR_1, 1, 3),
         (BEFORE_1970, 1, 5),
@@ -215,7 +219,8 @@ def test_poison_records_among_normal_traffic_are_quarantined_and_every_year_is_s
     started = time.monotonic()
     served = query(
         scratch_dsn,
-        "SELECT extract(epoch FROM date)::bigint, layer, sum(sum_antenna_bytes) FROM serving_antenna_hourly GROUP BY 1, 2",
+        "SELECT extract(epoch FROM date)::bigint, layer, sum(sum_antenna_bytes)"
+        " FROM serving_antenna_hourly GROUP BY 1, 2",
     )
     assert time.monotonic() - started < 2
     assert sorted(served) == sorted(
@@ -235,7 +240,8 @@ def test_records_the_database_refuses_are_quarantined_instead_of_a_crash_loop(
     # in PostgreSQL, on every replay of the batch, though each record is valid on its own.
     with psycopg2.connect(scratch_dsn) as conn, conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO bytes_agg_app (app, date, sum_app_bytes) VALUES ('FACETIME', to_timestamp(%s), %s)",
+            "INSERT INTO bytes_agg_app (app, date, sum_app_bytes)"
+            " VALUES ('FACETIME', to_timestamp(%s), %s)",
             (H, 2**63 - 10),
         )
     conn.close()
@@ -255,8 +261,8 @@ def test_records_the_database_refuses_are_quarantined_instead_of_a_crash_loop(
     )
 
     assert (
-        "quarantining the records behind 1 refused rows (database_refused:numeric_value_out_of_range)"
-        in result.stderr
+        "quarantining the records behind 1 refused rows"
+        " (database_refused:numeric_value_out_of_range)" in result.stderr
     )
     assert [(r["offset"], r["reason"]) for r in quarantined(storage)] == [
         (1, "database_refused:numeric_value_out_of_range")
@@ -283,8 +289,8 @@ def test_records_the_database_refuses_are_quarantined_instead_of_a_crash_loop(
     )
 
     assert (
-        f"batch {last}: 3 events, 1 quarantined (some refused by PostgreSQL), already applied before a restart"
-        in replay.stderr
+        f"batch {last}: 3 events, 1 quarantined (some refused by PostgreSQL),"
+        " already applied before a restart" in replay.stderr
     )
     assert sorted(r["kafka_offset"] for r in raw_events(storage)) == [0, 2, 3]
     assert [(r["offset"], r["reason"]) for r in quarantined(storage)] == [

@@ -1,4 +1,5 @@
-"""The speed layer end to end: simulator -> real Kafka -> Spark Structured Streaming -> PostgreSQL."""
+"""The speed layer end to end: simulator -> real Kafka -> Spark Structured Streaming ->
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def assert_speed_tables_equal(dsn: str, summary: dict) -> None:
 
 
 def raw_events(storage_root: Path):
-    """Every row of raw Parquet, read without Spark (hidden and `_` folders are skipped, as Spark does)."""
+    """Every row of raw Parquet, read without Spark (hidden and `_` folders are skipped, as Spark
+    does)."""
     dataset = ds.dataset(
         StorageLayout(str(storage_root)).raw, format="parquet", partitioning="hive"
     )
@@ -122,12 +124,25 @@ def event(
 MALFORMED = {
     "this is not json": "invalid_json",
     '["a", "list"]': "not_an_object",
-    '{"timestamp": 1764237600, "app": "SKYPE", "id": "x", "antenna_id": "a-1"}': "missing_field:bytes",
-    '{"bytes": null, "timestamp": 1764237600, "app": "SKYPE", "id": "x", "antenna_id": "a-1"}': "null_field:bytes",
-    '{"bytes": "12", "timestamp": 1764237600, "app": "SKYPE", "id": "x", "antenna_id": "a-1"}': "wrong_type:bytes",
-    '{"bytes": 12.5, "timestamp": 1764237600, "app": "SKYPE", "id": "x", "antenna_id": "a-1"}': "wrong_type:bytes",
-    '{"bytes": 12, "timestamp": "2025-11-27T10:00:00Z", "app": "SKYPE", "id": "x", "antenna_id": "a-1"}': "wrong_type:timestamp",
-    '{"bytes": -5, "timestamp": 1764237600, "app": "SKYPE", "id": "x", "antenna_id": "a-1"}': "negative_bytes",
+    (
+        '{"timestamp": 1764237600, "app": "SKYPE", "id": "x", "antenna_id": "a-1"}'
+    ): "missing_field:bytes",
+    (
+        '{"bytes": null, "timestamp": 1764237600, "app": "SKYPE", "id": "x", "antenna_id": "a-1"}'
+    ): "null_field:bytes",
+    (
+        '{"bytes": "12", "timestamp": 1764237600, "app": "SKYPE", "id": "x", "antenna_id": "a-1"}'
+    ): "wrong_type:bytes",
+    (
+        '{"bytes": 12.5, "timestamp": 1764237600, "app": "SKYPE", "id": "x", "antenna_id": "a-1"}'
+    ): "wrong_type:bytes",
+    (
+        '{"bytes": 12, "timestamp": "2025-11-27T10:00:00Z",'
+        ' "app": "SKYPE", "id": "x", "antenna_id": "a-1"}'
+    ): "wrong_type:timestamp",
+    (
+        '{"bytes": -5, "timestamp": 1764237600, "app": "SKYPE", "id": "x", "antenna_id": "a-1"}'
+    ): "negative_bytes",
 }
 
 
@@ -136,7 +151,9 @@ def test_malformed_records_are_quarantined_and_valid_ones_around_them_count(
 ):
     big = 5 * 2**31
     valid = [event(big), event(7), event(1000, id_="ffffffff-not-a-user"), event(big, app="SKYPE")]
-    values = [v for pair in zip(valid, MALFORMED) for v in pair] + list(MALFORMED)[len(valid) :]
+    values = [v for pair in zip(valid, MALFORMED, strict=False) for v in pair] + list(MALFORMED)[
+        len(valid) :
+    ]
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers(), acks="all")
     for value in values:
         producer.send(topic, value.encode("utf-8"), partition=0)
@@ -174,7 +191,8 @@ def test_malformed_records_are_quarantined_and_valid_ones_around_them_count(
 
 
 def start_streaming(topic: str, dsn: str, storage: Path, log_path: Path) -> subprocess.Popen:
-    """The job in its own process group, so SIGKILL takes the Spark JVM down with it, as a crash would."""
+    """The job in its own process group, so SIGKILL takes the Spark JVM down with it, as a crash
+    would."""
     args = streaming_args(
         topic, dsn, storage, "--trigger-seconds", "0.5", "--max-offsets-per-trigger", "1500"
     )
@@ -216,7 +234,8 @@ def test_sigkill_mid_stream_and_restart_keeps_every_total_exact(topic, scratch_d
     for _ in range(2):
         process = start_streaming(topic, scratch_dsn, storage, log_path)
         last_batch = wait_for_batches(scratch_dsn, last_batch, process)
-        # Land the kill at an arbitrary point of a later micro-batch: writing Parquet, or PostgreSQL.
+        # Land the kill at an arbitrary point of a later micro-batch: writing Parquet, or
+        # PostgreSQL.
         time.sleep(rng.uniform(0.0, 1.5))
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()

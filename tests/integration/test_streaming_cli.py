@@ -18,8 +18,8 @@ def assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in lines[0]
 
 
-# Outages are waited out (tests/integration/test_speed_layer_faults.py); with no wait allowed the job must
-# say at once what is down.
+# Outages are waited out (tests/integration/test_speed_layer_faults.py); with no wait allowed the
+# job must say at once what is down.
 NO_WAIT = ("--outage-limit-minutes", "0")
 
 

@@ -110,7 +110,8 @@ def test_limits_themselves_are_valid(spark):
 def test_value_that_is_not_utf8_is_quarantined(spark):
     rows = [
         (
-            b'{"bytes": 1, "timestamp": 1600545287, "app": "SK\xffPE", "id": "u", "antenna_id": "a"}',
+            b'{"bytes": 1, "timestamp": 1600545287, "app": "SK\xffPE",'
+            b' "id": "u", "antenna_id": "a"}',
             "devices",
             0,
             0,
@@ -122,7 +123,8 @@ def test_value_that_is_not_utf8_is_quarantined(spark):
 
     assert [(r["value"], r["reason"]) for r in quarantined] == [
         (
-            '{"bytes": 1, "timestamp": 1600545287, "app": "SK\ufffdPE", "id": "u", "antenna_id": "a"}',
+            '{"bytes": 1, "timestamp": 1600545287, "app": "SK\ufffdPE",'
+            ' "id": "u", "antenna_id": "a"}',
             "invalid_utf8",
         )
     ]
@@ -202,8 +204,8 @@ def test_valid_event_is_typed_with_utc_event_time_and_hour(spark):
                     1,
                 ),
             ],
-            "bytes long, timestamp long, app string, id string, antenna_id string, event_time string, "
-            "event_hour string, kafka_partition int, kafka_offset long",
+            "bytes long, timestamp long, app string, id string, antenna_id string, "
+            "event_time string, event_hour string, kafka_partition int, kafka_offset long",
         )
         .selectExpr("*", "cast(event_time as timestamp) as t")
         .drop("event_time")

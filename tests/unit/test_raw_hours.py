@@ -1,5 +1,5 @@
-"""Reading one hour of raw data (compaction + later micro-batches, committed only) and compacting it,
-on real Spark and real files."""
+"""Reading one hour of raw data (compaction + later micro-batches, committed only) and compacting
+it, on real Spark and real files."""
 
 from __future__ import annotations
 

@@ -172,7 +172,7 @@ def test_first_stop_condition_reached_wins():
 
 def test_without_a_stop_condition_generation_goes_on():
     endless = generate_records(config(ticks=None))
-    assert sum(1 for _ in zip(range(5000), endless)) == 5000
+    assert sum(1 for _ in zip(range(5000), endless, strict=False)) == 5000
 
 
 def test_event_fields_have_the_spec_types_and_ranges():
@@ -231,7 +231,7 @@ def test_malformed_records_replace_events_and_leave_the_others_unchanged():
     malformed = [record for record in mixed if record.event is None]
     assert {record.malformed_kind for record in malformed} == set(MALFORMED_KINDS)
     assert all(spec_violation(record.value) is not None for record in malformed)
-    for clean_record, mixed_record in zip(clean, mixed):
+    for clean_record, mixed_record in zip(clean, mixed, strict=True):
         if mixed_record.event is not None:
             assert mixed_record == clean_record
 
