@@ -36,9 +36,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -53,6 +55,8 @@ from spark_jobs import postgres
 from spark_jobs.raw_hours import compact_hour
 from spark_jobs.session import build_session
 from spark_jobs.storage import EVENT_HOUR_FORMAT, StorageLayout
+
+T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "batch.json"
@@ -128,7 +132,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         or not 0 <= args.late_batches < args.batches
     ):
         parser.error(
-            "need --events >= 1000, --batches >= 1, --runs >= 1, --uncommitted-events >= 0, 0 <= --late-batches < --batches"
+            "need --events >= 1000, --batches >= 1, --runs >= 1, --uncommitted-events >= 0, 0 <= "
+            "--late-batches < --batches"
         )
     return args
 
@@ -161,7 +166,8 @@ def _strings(indices: np.ndarray, vocabulary: list[str]) -> pa.Array:
 
 
 def _events(rng: np.random.Generator, count: int, hour_start: int) -> tuple[pa.Table, int, int]:
-    """`count` events of the hour in event-time order, their bytes, and the bytes of unknown devices."""
+    """`count` events of the hour in event-time order, their bytes, and the bytes of unknown
+    devices."""
     frequent = [device_id(n) for n in range(1, KNOWN_USERS + 1) if n not in RARE_USERS]
     unknown = [unknown_device_id(n) for n in range(1, UNKNOWN_DEVICES + 1)]
     rare = [device_id(n) for n in RARE_USERS]
@@ -259,7 +265,8 @@ def speed_layer_count(dsn: str, hour: datetime, generated: GeneratedHour) -> Non
     raw files against: the generator's own totals, in the last committed micro-batch."""
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(
-            "INSERT INTO speed_hour_batches (date, batch_id, events, bytes) VALUES (%s, %s, %s, %s)",
+            "INSERT INTO speed_hour_batches (date, batch_id, events, bytes) "
+            "VALUES (%s, %s, %s, %s)",
             (hour, generated.last_committed_batch, generated.events, generated.valid_bytes),
         )
     conn.close()
@@ -315,7 +322,8 @@ def figures_in_postgres(dsn: str, hour: datetime) -> HourFigures:
             )
             rows[table.result_field] = cur.fetchall()
         cur.execute(
-            "SELECT valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch FROM batch_hour_runs WHERE date = %s",
+            "SELECT valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch "
+            "FROM batch_hour_runs WHERE date = %s",
             (hour,),
         )
         run = cur.fetchone()
@@ -385,10 +393,15 @@ def duckdb_hour(dsn: str, storage: str, hour: datetime, last_committed: int) -> 
         start = int(hour.timestamp())
         con.execute(
             "CREATE TEMP TABLE events AS SELECT bytes, app, id, antenna_id "
-            f"FROM read_parquet({_sql_text(files)}, hive_partitioning = true, hive_types = {{'batch_id': BIGINT}}) "
-            f"WHERE batch_id <= {int(last_committed)} AND timestamp >= {start} AND timestamp < {start + 3600}"
+            f"FROM read_parquet({_sql_text(files)}, hive_partitioning = true, "
+            "hive_types = {'batch_id': BIGINT}) "
+            f"WHERE batch_id <= {int(last_committed)} "
+            f"AND timestamp >= {start} AND timestamp < {start + 3600}"
         )
-        user_totals = "SELECT u.email, u.quota, sum(e.bytes)::BIGINT AS total FROM events e JOIN users u USING (id) GROUP BY ALL"
+        user_totals = (
+            "SELECT u.email, u.quota, sum(e.bytes)::BIGINT AS total "
+            "FROM events e JOIN users u USING (id) GROUP BY ALL"
+        )
         rows = {
             "antenna": con.execute(
                 "SELECT antenna_id, sum(bytes)::BIGINT FROM events GROUP BY ALL"
@@ -402,15 +415,17 @@ def duckdb_hour(dsn: str, storage: str, hour: datetime, last_committed: int) -> 
             ).fetchall(),
         }
         totals = con.execute(
-            "SELECT count(*), coalesce(sum(e.bytes), 0)::BIGINT, coalesce(sum(e.bytes) FILTER (WHERE u.id IS NULL), 0)::BIGINT "
+            "SELECT count(*), coalesce(sum(e.bytes), 0)::BIGINT, "
+            "coalesce(sum(e.bytes) FILTER (WHERE u.id IS NULL), 0)::BIGINT "
             "FROM events e LEFT JOIN users u USING (id)"
         ).fetchone()
+        assert totals is not None  # an aggregate without GROUP BY always returns one row
     finally:
         con.close()
     return HourFigures.of(rows, totals, last_committed)
 
 
-def timed(action):
+def timed(action: Callable[[], T]) -> tuple[float, T]:
     started = time.monotonic()
     value = action()
     return time.monotonic() - started, value
@@ -449,11 +464,15 @@ def with_startup(args: argparse.Namespace, dsn: str, storage: str) -> dict:
         )
         if done.returncode != 0:
             raise SystemExit(
-                f"error: python -m spark_jobs.batch failed ({done.returncode}):\n{done.stderr[-4000:]}"
+                "error: python -m spark_jobs.batch failed "
+                f"({done.returncode}):\n{done.stderr[-4000:]}"
             )
         seconds.append(elapsed)
     return {
-        "command": "python -m spark_jobs.batch --hour H --pg-dsn DSN --storage-root ROOT --allow-incomplete",
+        "command": (
+            "python -m spark_jobs.batch --hour H --pg-dsn DSN --storage-root ROOT "
+            "--allow-incomplete"
+        ),
         **summary(seconds, args.events),
     }
 
@@ -520,16 +539,21 @@ def compact(spark, args: argparse.Namespace, storage: str, generated: GeneratedH
 def duckdb_reference(
     args: argparse.Namespace, dsn: str, storage: str, last_committed: int
 ) -> tuple[dict, HourFigures]:
-    seconds, figures = [], None
+    seconds: list[float] = []
+    figures: HourFigures | None = None
     for _ in range(args.runs):
         elapsed, current = timed(lambda: duckdb_hour(dsn, storage, args.hour, last_committed))
         if figures is not None and current != figures:
             raise SystemExit("error: two DuckDB runs over the same files disagree")
         seconds.append(elapsed)
         figures = current
+    assert figures is not None  # parse_args requires --runs >= 1
     return {
         "duckdb": duckdb.__version__,
-        "what": "fetch users, read the hour's committed Parquet once into a temp table, four aggregates and input totals; no write",
+        "what": (
+            "fetch users, read the hour's committed Parquet once into a temp table, four "
+            "aggregates and input totals; no write"
+        ),
         **summary(seconds, args.events),
     }, figures
 
@@ -569,7 +593,8 @@ def main(argv=None) -> None:
         )
         speed_layer_count(dsn, args.hour, generated)
         print(
-            f"generated {generated.events} events of {hour_text} in {generated.files} files ({generated.seconds:.1f} s)",
+            f"generated {generated.events} events of {hour_text} in {generated.files} files "
+            f"({generated.seconds:.1f} s)",
             flush=True,
         )
 
@@ -628,7 +653,9 @@ def main(argv=None) -> None:
         "files": generated.files,
         "runs": args.runs,
         "goal": {
-            "what": "the batch job after Spark start-up on a compacted hour (what batch_hourly meets)",
+            "what": (
+                "the batch job after Spark start-up on a compacted hour (what batch_hourly meets)"
+            ),
             "after_startup_seconds_per_million_events_at_most": GOAL_SECONDS_PER_MILLION,
             "after_startup_seconds_per_million_events": after,
             "met": after <= GOAL_SECONDS_PER_MILLION,
@@ -641,7 +668,10 @@ def main(argv=None) -> None:
         "duckdb_reference": reference_figures,
         "cross_check": {
             "equal": True,
-            "compared": "DuckDB vs PostgreSQL's *_1h tables and batch_hour_runs (after each mode) vs the generator's totals",
+            "compared": (
+                "DuckDB vs PostgreSQL's *_1h tables and batch_hour_runs (after each mode) vs the "
+                "generator's totals"
+            ),
             "valid_events": reference.valid_events,
             "valid_bytes": reference.valid_bytes,
             "unknown_device_bytes": reference.unknown_device_bytes,

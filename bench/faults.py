@@ -1,4 +1,5 @@
-"""Fault-injection benchmark of the speed layer: does every total stay exact through crashes and outages?
+"""Fault-injection benchmark of the speed layer: does every total stay exact through crashes and
+outages?
 
 A seeded stream of N simulated events (a few malformed, a few from devices that are no user) is
 sent into a fresh 4-partition topic over most of the run, while the streaming job runs
@@ -32,6 +33,7 @@ bench/results/faults.json; exit status 0 when no event is lost or doubled and no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import logging
@@ -69,7 +71,8 @@ from spark_jobs.storage import StorageLayout
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "faults.json"
 WINDOW_SECONDS = 300
-# The stream: the simulator's 20 users, two devices that are no user, one record in a thousand malformed.
+# The stream: the simulator's 20 users, two devices that are no user, one record in a thousand
+# malformed.
 KNOWN_DEVICES = 20
 UNKNOWN_DEVICES = 2
 MALFORMED_RATE = 0.001
@@ -118,7 +121,8 @@ SPEED_TABLES = {
     "bytes_agg_app": ("app", "sum_app_bytes"),
     "bytes_agg_user": ("id", "sum_user_bytes"),
 }
-# One log line per micro-batch of spark_jobs/streaming.py: "batch 12: 840 events, 1 quarantined, applied (...)".
+# One log line per micro-batch of spark_jobs/streaming.py: "batch 12: 840 events, 1 quarantined,
+# applied (...)".
 BATCH_LINE = re.compile(r"batch \d+: \d+ events, \d+ quarantined")
 REPLAYED = "already applied before a restart"
 
@@ -139,7 +143,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--rate",
         type=positive_float,
         default=420.0,
-        help="records per second (default: 420, about 20 minutes for 500,000); lowered when the faults need a longer stream",
+        help=(
+            "records per second (default: 420, about 20 minutes for 500,000); lowered when the "
+            "faults need a longer stream"
+        ),
     )
     parser.add_argument(
         "--kills", type=non_negative_int, default=20, help="SIGKILLs of the streaming job"
@@ -163,7 +170,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--start",
         type=parse_start,
-        help="event time of the first record, ISO-8601 UTC (default: the start of a closed hour some 8 hours ago)",
+        help=(
+            "event time of the first record, ISO-8601 UTC (default: the start of a closed hour "
+            "some 8 hours ago)"
+        ),
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
@@ -236,7 +246,7 @@ def spread(
     if room < 0:
         raise ValueError("the faults do not fit in the stream")
     starts, used = [], 0.0
-    for point, length in zip(sorted(rng.uniform(0, room) for _ in lengths), lengths):
+    for point, length in zip(sorted(rng.uniform(0, room) for _ in lengths), lengths, strict=True):
         starts.append(begin + point + used)
         used += length + gap
     return starts
@@ -256,7 +266,9 @@ def plan_faults(args: argparse.Namespace, stream_seconds: float) -> list[Planned
     outages = [
         PlannedFault(kind, at, down_seconds[kind])
         for kind, at in zip(
-            kinds, spread(rng, [lengths[k] for k in kinds], begin, end, OUTAGE_GAP_SECONDS)
+            kinds,
+            spread(rng, [lengths[k] for k in kinds], begin, end, OUTAGE_GAP_SECONDS),
+            strict=True,
         )
     ]
     kills = [
@@ -291,7 +303,8 @@ def query(dsn: str, statement: str) -> list[tuple]:
 
 
 def bring_up(start) -> str:
-    """A service's `up()`, tried again a few times: a broker that just stopped may hold its port briefly."""
+    """A service's `up()`, tried again a few times: a broker that just stopped may hold its port
+    briefly."""
     for attempt in range(1, SERVICE_UP_ATTEMPTS + 1):
         try:
             return start()
@@ -312,7 +325,8 @@ def start_kafka() -> str:
 
 
 def restore_services() -> list[str]:
-    """Both services up, whatever state a fault left them in; each is tried even if the other fails."""
+    """Both services up, whatever state a fault left them in; each is tried even if the other
+    fails."""
     reports = []
     for start in (start_postgres, start_kafka):
         try:
@@ -325,7 +339,8 @@ def restore_services() -> list[str]:
 def require_local_services() -> None:
     if not kafka.is_local() or postgres.is_external():
         raise SystemExit(
-            "error: bench.faults stops and starts the local services of `make up`; unset PG_DSN and KAFKA_BOOTSTRAP_SERVERS"
+            "error: bench.faults stops and starts the local services of `make up`; unset PG_DSN "
+            "and KAFKA_BOOTSTRAP_SERVERS"
         )
     if kafka.our_running_pid() is None or postgres.our_running_pid() is None:
         raise SystemExit("error: the local Kafka broker and PostgreSQL server must run: `make up`")
@@ -365,19 +380,19 @@ class Child:
         return self.process is not None and self.process.poll() is None
 
     def wait(self, timeout: float) -> int | None:
+        assert self.process is not None  # waited for only once started
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
 
     def kill(self) -> None:
-        """SIGKILL to the whole group, also after the leader exited (an orphaned JVM would hold the lease)."""
+        """SIGKILL to the whole group, also after the leader exited (an orphaned JVM would hold the
+        lease)."""
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process.wait(timeout=60)
 
     def stop(self) -> int | None:
@@ -385,6 +400,7 @@ class Child:
         lingers; its exit code, None if it had to be killed."""
         code = None
         if self.running():
+            assert self.process is not None  # running() checked it
             self.process.terminate()
             code = self.wait(STOP_TIMEOUT_SECONDS)
         self.kill()
@@ -441,7 +457,8 @@ def streaming_command(topic: str, dsn: str, storage: str, *extra: str) -> list[s
 
 @functools.cache
 def job_waits_out_outages() -> bool:
-    """Whether this version of the job has `--outage-limit-minutes` (older ones exit at the first outage)."""
+    """Whether this version of the job has `--outage-limit-minutes` (older ones exit at the first
+    outage)."""
     result = subprocess.run(
         [sys.executable, "-m", "spark_jobs.streaming", "--help"],
         cwd=REPO_ROOT,
@@ -623,6 +640,7 @@ class FaultRun:
         outage it is riding out, or start-up taking long."""
         if fault.at > self.clock() or not self.job.running():
             return False
+        assert self.injector is not None  # set by run(), the only caller
         return (
             self.injector.active is not None
             or self.job.uptime() >= KILL_MAX_WAIT_SECONDS
@@ -630,6 +648,7 @@ class FaultRun:
         )
 
     def _kill_job(self, fault: PlannedFault) -> None:
+        assert self.injector is not None  # set by run(), the only caller
         record = {
             "kind": "kill",
             "planned_at_seconds": round(fault.at, 1),
@@ -649,6 +668,7 @@ class FaultRun:
             code = self.job.exit_code()
             if code is None:
                 return
+            assert self.injector is not None  # set by run(), the only caller
             exit_record = {
                 "at_seconds": round(self.clock(), 1),
                 "exit_code": code,
@@ -679,6 +699,9 @@ class FaultRun:
         run (another seed, event time going on), once the broker is back."""
         if self.simulator_done:
             return
+        # Both set by run(), the only caller, before it supervises anything.
+        assert self.simulator is not None
+        assert self.injector is not None
         if self._simulator_retry_at is None:
             code = self.simulator.exit_code()
             if code is None:
@@ -713,6 +736,7 @@ class FaultRun:
         )
 
     def executed_faults(self) -> list[dict]:
+        assert self.injector is not None  # set by run(), called before this
         return sorted(
             self.kills_done + self.injector.executed,
             key=lambda record: record["started_at_seconds"],
@@ -827,7 +851,8 @@ def recount_topic(topic: str, end_offsets: dict[int, int]) -> Recount:
         while any(consumer.position(tp) < end_offsets[tp.partition] for tp in partitions):
             if time.monotonic() > deadline:
                 raise SystemExit(
-                    f"error: could not read topic {topic} to its end within {RECOUNT_TIMEOUT_SECONDS} s"
+                    f"error: could not read topic {topic} to its end within "
+                    f"{RECOUNT_TIMEOUT_SECONDS} s"
                 )
             for tp, records in consumer.poll(timeout_ms=1000, max_records=10_000).items():
                 for record in records:
@@ -842,7 +867,8 @@ def table_totals(dsn: str, table: str) -> dict[tuple[str, int], int]:
     key, total = SPEED_TABLES[table]
     rows = query(
         dsn,
-        f"SELECT {key}, extract(epoch FROM date)::bigint, sum({total})::bigint FROM {table} GROUP BY 1, 2",
+        f"SELECT {key}, extract(epoch FROM date)::bigint, sum({total})::bigint "
+        f"FROM {table} GROUP BY 1, 2",
     )
     return {(k, int(window)): int(value) for k, window, value in rows}
 
@@ -868,7 +894,8 @@ def compare_windows(expected: dict, actual: dict) -> dict:
 
 
 def raw_offsets(storage: str) -> list[tuple[int, int]]:
-    """(partition, offset) of every raw Parquet row, read without Spark (hidden and `_` folders skipped)."""
+    """(partition, offset) of every raw Parquet row, read without Spark (hidden and `_` folders
+    skipped)."""
     raw = StorageLayout(storage).raw
     if not Path(raw).exists():
         return []
@@ -876,7 +903,11 @@ def raw_offsets(storage: str) -> list[tuple[int, int]]:
         columns=["kafka_partition", "kafka_offset"]
     )
     return list(
-        zip(table.column("kafka_partition").to_pylist(), table.column("kafka_offset").to_pylist())
+        zip(
+            table.column("kafka_partition").to_pylist(),
+            table.column("kafka_offset").to_pylist(),
+            strict=True,
+        )
     )
 
 
@@ -1020,25 +1051,29 @@ def print_summary(results: dict, out: Path) -> None:
     wrong, progress = results["windows_wrong"], results["progress_check"]
     needed = results["restarts_the_job_needed"]
     print(
-        f"faults executed: {results['faults_executed']} in {results['stream_seconds']:.0f} s of stream"
+        f"faults executed: {results['faults_executed']} in {results['stream_seconds']:.0f} s of "
+        "stream"
     )
     print(
-        f"events sent: {sent['records']:,} records, {sent['valid']:,} valid, {sent['malformed']:,} malformed"
-        f" ({results['simulator_failures']} simulator failures)"
+        f"events sent: {sent['records']:,} records, {sent['valid']:,} valid, "
+        f"{sent['malformed']:,} malformed ({results['simulator_failures']} simulator failures)"
     )
     print(
-        f"events lost: {lost}, doubled: {doubled}, raw rows not valid in Kafka: {results['raw_rows_not_valid_in_kafka']}"
+        f"events lost: {lost}, doubled: {doubled}, raw rows not valid in Kafka: "
+        f"{results['raw_rows_not_valid_in_kafka']}"
     )
     print("windows wrong: " + ", ".join(f"{table} {n}" for table, n in wrong.items()))
     print(
-        f"progress table: {progress['valid_events']:,} valid / {progress['quarantined_events']:,} quarantined,"
-        f" recount {progress['expected_valid_events']:,} / {progress['expected_quarantined_events']:,}"
-        f" ({'ok' if progress['ok'] else 'DIFFERENT'})"
+        f"progress table: {progress['valid_events']:,} valid / "
+        f"{progress['quarantined_events']:,} quarantined,"
+        f" recount {progress['expected_valid_events']:,} / "
+        f"{progress['expected_quarantined_events']:,} ({'ok' if progress['ok'] else 'DIFFERENT'})"
     )
     print(f"restarts the job needed: {needed['count']} (exit codes {needed['exit_codes']})")
     print(
-        f"micro-batches: {results['micro_batches_in_progress_table']:,} in PostgreSQL, logged {results['micro_batches_logged']};"
-        f" drain attempts {len(results['drain'])}, complete {results['drain'][-1]['complete'] if results['drain'] else False}"
+        f"micro-batches: {results['micro_batches_in_progress_table']:,} in PostgreSQL, logged "
+        f"{results['micro_batches_logged']}; drain attempts {len(results['drain'])}, complete "
+        f"{results['drain'][-1]['complete'] if results['drain'] else False}"
     )
     print(f"runtime {results['runtime_seconds']:.0f} s; figures in {out}")
     print("PASS" if results["ok"] else "FAIL")
@@ -1056,7 +1091,8 @@ def main(argv=None) -> None:
     # kafka-python logs every refused connection while the broker is down on purpose.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    # SIGTERM unwinds like Ctrl-C, through every finally: services back up, children gone, topic dropped.
+    # SIGTERM unwinds like Ctrl-C, through every finally: services back up, children gone, topic
+    # dropped.
     signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     require_local_services()

@@ -118,15 +118,17 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
         emulator.create_bucket(BUCKET)
         with scratch_database("bench_gcs") as dsn:
             producer = subprocess.Popen(
-                [sys.executable, "-m", "simulator", "--topic", topic, "--devices", str(args.rate), "--tick-seconds", "1",
-                 "--rate", str(args.rate), "--no-progress"],
-                cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=(work / "simulator.log").open("ab"),
+                [sys.executable, "-m", "simulator", "--topic", topic, "--devices", str(args.rate),
+                 "--tick-seconds", "1", "--rate", str(args.rate), "--no-progress"],
+                cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                stderr=(work / "simulator.log").open("ab"),
             )  # fmt: skip
             job = subprocess.Popen(
                 [sys.executable, "-m", "spark_jobs.streaming", "--topic", topic, "--pg-dsn", dsn,
-                 "--storage-root", f"gs://{BUCKET}/{root_prefix}", "--trigger-seconds", str(args.trigger_seconds),
-                 "--master", "local[2]"],
-                cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=(work / "streaming.log").open("ab"),
+                 "--storage-root", f"gs://{BUCKET}/{root_prefix}",
+                 "--trigger-seconds", str(args.trigger_seconds), "--master", "local[2]"],
+                cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                stderr=(work / "streaming.log").open("ab"),
                 start_new_session=True,
             )  # fmt: skip
             try:

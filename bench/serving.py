@@ -4,11 +4,11 @@ A scratch database (migrated: views and indexes included) is filled inside Postg
 of synthetic rows (bench/serving_sql/synthetic_year.sql): every 5-minute speed window for 5
 antennas, the 20 reference users and 5 apps, and every hour but the last few closed by the batch
 layer, plus one event at 1970-01-01 and one in year 9999 (bench/serving_sql/far_event_times.sql),
-which no view may answer by enumerating the empty hours between. Then each query a dashboard chart sends (bench/serving_sql/dashboard/*.sql, as Superset
-renders them: `/api/v1/chart/{id}/data/?type=query`) runs under
-`EXPLAIN (ANALYZE, BUFFERS)` for the dashboard's time range (the last 7 days) and for the whole
-year, several times; the median of planning + execution time is reported. Last, the same with
-the indexes of V004 dropped, to show what they buy.
+which no view may answer by enumerating the empty hours between. Then each query a dashboard chart
+sends (bench/serving_sql/dashboard/*.sql, as Superset renders them:
+`/api/v1/chart/{id}/data/?type=query`) runs under `EXPLAIN (ANALYZE, BUFFERS)` for the dashboard's
+time range (the last 7 days) and for the whole year, several times; the median of planning +
+execution time is reported. Last, the same with the indexes of V004 dropped, to show what they buy.
 
     python -m bench.serving [--days 365] [--runs 5]
 
@@ -118,7 +118,8 @@ def generate_year(dsn: str, args: argparse.Namespace) -> dict:
 
 
 def vacuum_analyze(dsn: str) -> None:
-    """As autovacuum leaves a table at rest: statistics, and a visibility map for index-only scans."""
+    """As autovacuum leaves a table at rest: statistics, and a visibility map for index-only
+    scans."""
     conn = psycopg2.connect(dsn)
     conn.autocommit = True  # VACUUM cannot run in a transaction
     with conn.cursor() as cur:
@@ -132,7 +133,9 @@ def row_counts(dsn: str) -> dict[str, int]:
         counts = {}
         for table in (*SPEED_TABLES, *BATCH_TABLES):
             cur.execute(f"SELECT count(*) FROM {table}")
-            counts[table] = cur.fetchone()[0]
+            row = cur.fetchone()
+            assert row is not None  # count(*) always returns one row
+            counts[table] = row[0]
     conn.close()
     return counts
 
@@ -159,8 +162,9 @@ def plan_nodes(node: dict) -> list[str]:
 def measure(
     dsn: str, queries: dict[str, str], ranges: dict[str, dict], runs: int, warm_up: bool = True
 ) -> dict:
-    """{range: {query: figures}}; one warm-up run of each query first, as a dashboard's refresh is."""
-    results = {}
+    """{range: {query: figures}}; one warm-up run of each query first, as a dashboard's refresh
+    is."""
+    results: dict[str, dict[str, dict]] = {}
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         for range_name, params in ranges.items():
             results[range_name] = {}
@@ -225,7 +229,9 @@ def goal(figures: dict) -> dict:
 def machine(dsn: str) -> dict:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("SHOW server_version")
-        server = cur.fetchone()[0]
+        row = cur.fetchone()
+        assert row is not None  # SHOW always returns one row
+        server = row[0]
     conn.close()
     return {
         "cpus": os.cpu_count(),
@@ -241,7 +247,8 @@ def print_figures(title: str, figures: dict) -> None:
     for range_name, per_query in figures.items():
         for name, result in per_query.items():
             print(
-                f"  {range_name:12} {name:22} median {result['median_ms']:9.2f} ms  ({result['rows']} rows)"
+                f"  {range_name:12} {name:22} median {result['median_ms']:9.2f} ms  "
+                f"({result['rows']} rows)"
             )
 
 
@@ -277,8 +284,10 @@ def main(argv=None) -> None:
         "machine": server,
         "input": {**data, "antennas": ANTENNAS, "users": 20, "apps": 5, "seed": args.seed},
         "runs": args.runs,
-        "what": "EXPLAIN (ANALYZE, BUFFERS) of each dashboard query (bench/serving_sql/dashboard/); "
-        "planning + execution time, median of runs after one warm-up run",
+        "what": (
+            "EXPLAIN (ANALYZE, BUFFERS) of each dashboard query (bench/serving_sql/dashboard/); "
+            "planning + execution time, median of runs after one warm-up run"
+        ),
         "goal": goal(indexed),
         "with_serving_indexes": indexed,
         "without_serving_indexes": without,
@@ -286,8 +295,10 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(
-        f"\ngoal (< {GOAL_MS:.0f} ms per query over the last 7 days): {'met' if results['goal']['met'] else 'NOT met'}; "
-        f"figures in {args.out.relative_to(REPO_ROOT) if args.out.is_relative_to(REPO_ROOT) else args.out}"
+        f"\ngoal (< {GOAL_MS:.0f} ms per query over the last 7 days): "
+        f"{'met' if results['goal']['met'] else 'NOT met'}; "
+        "figures in "
+        f"{args.out.relative_to(REPO_ROOT) if args.out.is_relative_to(REPO_ROOT) else args.out}"
     )
 
 

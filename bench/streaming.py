@@ -145,7 +145,9 @@ def drain_once(spark, topic: str, expected_events: int) -> dict:
             cur.execute(
                 "SELECT sum(valid_events), sum(last_batch_id + 1) FROM speed_layer_progress"
             )
-            events, batches = (int(value) for value in cur.fetchone())
+            row = cur.fetchone()
+            assert row is not None  # an aggregate without GROUP BY always returns one row
+            events, batches = (int(value) for value in row)
         conn.close()
     if events != expected_events:
         raise SystemExit(f"error: drained {events} events, expected {expected_events}")
@@ -225,7 +227,8 @@ def poll_visibility(dsn: str, producer: SteadyProducer, deadline: float) -> list
     while time.monotonic() < deadline:
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT antenna_id, sum(sum_antenna_bytes) FROM bytes_agg_antenna WHERE antenna_id LIKE %s GROUP BY 1",
+                "SELECT antenna_id, sum(sum_antenna_bytes) FROM bytes_agg_antenna WHERE "
+                "antenna_id LIKE %s GROUP BY 1",
                 (producer.prefix + "%",),
             )
             seen_at = time.time()
@@ -239,7 +242,8 @@ def poll_visibility(dsn: str, producer: SteadyProducer, deadline: float) -> list
     conn.close()
     if len(latencies) < len(producer.groups):
         raise SystemExit(
-            f"error: only {len(latencies)} of {len(producer.groups)} groups became visible in PostgreSQL"
+            f"error: only {len(latencies)} of {len(producer.groups)} groups became visible in "
+            "PostgreSQL"
         )
     return list(latencies.values())
 
@@ -319,12 +323,15 @@ def send_warm_up_event(topic: str) -> None:
 
 
 def wait_until_running(dsn: str, timeout: float = 120) -> None:
-    """The job is up once it applied the warm-up event's micro-batch: Spark start-up is not latency."""
+    """The job is up once it applied the warm-up event's micro-batch: Spark start-up is not
+    latency."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM speed_layer_progress")
-            started = cur.fetchone()[0] > 0
+            row = cur.fetchone()
+            assert row is not None  # count(*) always returns one row
+            started = row[0] > 0
         conn.close()
         if started:
             return

@@ -34,7 +34,8 @@ def pg_dsn() -> str:
 
 
 def storage_root() -> str:
-    """A local folder or a `gs://bucket/prefix` URI; raw Parquet, quarantine and checkpoints live under it."""
+    """A local folder or a `gs://bucket/prefix` URI; raw Parquet, quarantine and checkpoints live
+    under it."""
     return os.environ.get("STORAGE_ROOT", str(state_dir() / "storage"))
 
 
@@ -45,10 +46,12 @@ def spark_jars_dir() -> Path:
 
 def storage_emulator_host() -> str | None:
     """`http://host:port` of a Cloud Storage emulator that gs:// paths go to instead of Google
-    (STORAGE_EMULATOR_HOST, the variable Google's own client libraries read); unset in production."""
+    (STORAGE_EMULATOR_HOST, the variable Google's own client libraries read); unset in
+    production."""
     return os.environ.get("STORAGE_EMULATOR_HOST") or None
 
 
 def gcs_jars_dir() -> Path:
-    """The Cloud Storage connector jar local Spark uses with the emulator (Dataproc ships its own)."""
+    """The Cloud Storage connector jar local Spark uses with the emulator (Dataproc ships its
+    own)."""
     return state_dir() / "jars" / "gcs"

@@ -28,7 +28,8 @@ def find_bundle(search_path: list[str]) -> Path:
         if Path(entry).name == BUNDLE_NAME and zipfile.is_zipfile(entry):
             return Path(entry)
     raise SystemExit(
-        f"error: {BUNDLE_NAME} is not on the Python path; submit the job with --py-files .../{BUNDLE_NAME}"
+        f"error: {BUNDLE_NAME} is not on the Python path; submit the job with --py-files "
+        f".../{BUNDLE_NAME}"
     )
 
 

@@ -72,7 +72,8 @@ def copy_connector_jars(target_dir: Path, jars: list[Path]) -> list[Path]:
 
 
 def spark_kafka_connector_jars() -> list[Path]:
-    """The connector jars local Spark uses (fetched by Maven once): the same versions on Dataproc."""
+    """The connector jars local Spark uses (fetched by Maven once): the same versions on
+    Dataproc."""
     from services import maven
 
     return maven.ensure_jars(maven.spark_kafka_jars())

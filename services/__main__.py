@@ -1,4 +1,5 @@
-"""`python -m services up|down|status|migrate`: the local Kafka and PostgreSQL behind `make up` / `make down`.
+"""`python -m services up|down|status|migrate`: the local Kafka and PostgreSQL behind `make up` /
+`make down`.
 
 Every failure is one line on stderr and a non-zero exit status; SERVICES_DEBUG=1 adds the
 traceback of unexpected errors.
@@ -29,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m services",
         description=(
-            "Start, stop and inspect the local Kafka broker and PostgreSQL server, and migrate databases."
+            "Start, stop and inspect the local Kafka broker and PostgreSQL server, and migrate "
+            "databases."
             " Endpoints come from KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, PG_DSN, STORAGE_ROOT and"
             " PLATFORM_STATE_DIR; when KAFKA_BOOTSTRAP_SERVERS points elsewhere or PG_DSN is set,"
             " those servers are used and nothing is started for them."
@@ -38,7 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
         "up",
-        help="fetch jars, start Kafka and PostgreSQL (or check the given ones), ensure the topic, migrate, load users",
+        help=(
+            "fetch jars, start Kafka and PostgreSQL (or check the given ones), ensure the topic, "
+            "migrate, load users"
+        ),
     )
     commands.add_parser(
         "down", help="stop the Kafka and PostgreSQL that `up` started (fine if none runs)"
@@ -124,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(str(error).split())
         print(
-            f"error: unexpected {type(error).__name__}: {message}; rerun with SERVICES_DEBUG=1 for the traceback",
+            f"error: unexpected {type(error).__name__}: {message}; rerun with SERVICES_DEBUG=1 "
+            "for the traceback",
             file=sys.stderr,
         )
         return 1

@@ -23,12 +23,21 @@ PER_ANTENNA = """
 PER_APP = """
     SELECT app, sum(sum_app_bytes) FROM bytes_agg_app
     WHERE date >= %(hour)s AND date < %(hour)s + interval '1 hour' GROUP BY 1 ORDER BY 2 DESC"""
-HOURLY_ANTENNA = "SELECT antenna_id, sum_antenna_bytes FROM bytes_agg_antenna_1h WHERE date = %(hour)s ORDER BY 1"
+HOURLY_ANTENNA = (
+    "SELECT antenna_id, sum_antenna_bytes FROM bytes_agg_antenna_1h "
+    "WHERE date = %(hour)s ORDER BY 1"
+)
 HOURLY_APP = "SELECT app, sum_app_bytes FROM bytes_agg_app_1h WHERE date = %(hour)s ORDER BY 2 DESC"
-HOURLY_OVER_QUOTA = "SELECT email, sum_user_bytes, quota FROM users_over_quota_1h WHERE date = %(hour)s ORDER BY 2 DESC"
-PER_USER = """
-    SELECT u.email, sum(a.sum_user_bytes), u.quota FROM bytes_agg_user a JOIN user_metadata u USING (id)
-    WHERE a.date >= %(hour)s AND a.date < %(hour)s + interval '1 hour' GROUP BY 1, 3 ORDER BY 2 DESC"""
+HOURLY_OVER_QUOTA = (
+    "SELECT email, sum_user_bytes, quota FROM users_over_quota_1h "
+    "WHERE date = %(hour)s ORDER BY 2 DESC"
+)
+PER_USER = (
+    "\n    SELECT u.email, sum(a.sum_user_bytes), u.quota FROM bytes_agg_user a"
+    " JOIN user_metadata u USING (id)\n"
+    "    WHERE a.date >= %(hour)s AND a.date < %(hour)s + interval '1 hour'"
+    " GROUP BY 1, 3 ORDER BY 2 DESC"
+)
 
 
 def last_complete_hour() -> datetime:
@@ -43,7 +52,7 @@ def run_step(title: str, *command: str) -> None:
 def print_table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
     print(f"\n{title}")
     widths = (
-        [max(len(str(v)) for v in column) for column in zip(header, *rows)]
+        [max(len(str(v)) for v in column) for column in zip(header, *rows, strict=True)]
         if rows
         else [len(h) for h in header]
     )
@@ -52,7 +61,7 @@ def print_table(title: str, header: tuple[str, ...], rows: list[tuple]) -> None:
             "  "
             + "  ".join(
                 str(v).rjust(w) if isinstance(v, int) else str(v).ljust(w)
-                for v, w in zip(row, widths)
+                for v, w in zip(row, widths, strict=True)
             )
         )
 
@@ -68,7 +77,8 @@ def run_batch_hourly(hour: datetime) -> None:
         end,
     ]
     print(
-        f"\n==> batch layer: Airflow DAG batch_hourly for the hour {hour:%H:%M}-{hour + timedelta(hours=1):%H:%M} UTC"
+        "\n==> batch layer: Airflow DAG batch_hourly for the hour "
+        f"{hour:%H:%M}-{hour + timedelta(hours=1):%H:%M} UTC"
         f"\n    ./airflow.sh dags test batch_hourly {end}",
         flush=True,
     )
@@ -117,7 +127,9 @@ def main() -> None:
             cur, {"antenna": HOURLY_ANTENNA, "app": HOURLY_APP, "over": HOURLY_OVER_QUOTA}, hour
         )
         cur.execute("SELECT sum(valid_events), sum(quarantined_events) FROM speed_layer_progress")
-        events, quarantined = cur.fetchone()
+        progress = cur.fetchone()
+        assert progress is not None  # an aggregate without GROUP BY always returns one row
+        events, quarantined = progress
     conn.close()
 
     print(f"\nSpeed layer totals for the hour starting {hour_text} (sum of its 5-minute windows):")

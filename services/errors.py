@@ -1,4 +1,5 @@
-"""The one kind of failure the command line reports: a short sentence saying what is wrong and what to do.
+"""The one kind of failure the command line reports: a short sentence saying what is wrong and what
+to do.
 
 `python -m services` prints a `ServiceError` as one line on stderr and exits non-zero, without a
 traceback, because the reader is someone running `make up`, not someone debugging this package.
@@ -24,8 +25,9 @@ def require_command(name: str, how_to_install: str) -> str:
     return path
 
 
-def first_line(text: str) -> str:
-    """The first non-empty line of a (possibly multi-line) error text, to quote in a one-line message."""
+def first_line(text: str | BaseException | None) -> str:
+    """The first non-empty line of a (possibly multi-line) error text, to quote in a one-line
+    message."""
     for line in str(text).splitlines():
         if line.strip():
             return line.strip()

@@ -42,8 +42,9 @@ class GcsEmulator:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         process = subprocess.Popen(
-            [str(BINARY), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
-             "-public-host", f"127.0.0.1:{port}", "-external-url", url, "-log-level", "info" if log_requests else "warn"],
+            [str(BINARY), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),
+             "-backend", "memory", "-public-host", f"127.0.0.1:{port}", "-external-url", url,
+             "-log-level", "info" if log_requests else "warn"],
             stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         emulator = cls(url, process)

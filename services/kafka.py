@@ -1,4 +1,5 @@
-"""A single-node Apache Kafka broker in KRaft mode, from the official jars, or a check of an existing one.
+"""A single-node Apache Kafka broker in KRaft mode, from the official jars, or a check of an
+existing one.
 
 With the default KAFKA_BOOTSTRAP_SERVERS (a local address) `up` formats the storage once and starts
 `kafka.Kafka` as broker and controller in one JVM; with any other address it starts nothing and
@@ -8,6 +9,7 @@ only checks that the cluster answers. Either way it makes sure the topic exists.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import shlex
@@ -138,7 +140,10 @@ def up(jars_dir: Path) -> str:
     if pid is not None:
         wait_until_answering(servers, STARTUP_TIMEOUT_S, on_timeout=lambda: startup_timed_out(pid))
         partitions = ensure_topic(servers)
-        return f"kafka: already running (pid {pid}) on {servers}, topic {kafka_topic()} with {partitions} partitions"
+        return (
+            f"kafka: already running (pid {pid}) on {servers}, topic {kafka_topic()} with "
+            f"{partitions} partitions"
+        )
     started = time.monotonic()
     pid = start_broker(jars_dir, *listener)
     wait_until_answering(
@@ -271,7 +276,8 @@ def format_storage(jars_dir: Path, kafka: KafkaPaths) -> None:
         )
     if result.returncode != 0:
         raise ServiceError(
-            f"formatting Kafka's storage in {kafka.data} failed; see {kafka.console_log}, then rerun `make up`"
+            f"formatting Kafka's storage in {kafka.data} failed; see {kafka.console_log}, then "
+            "rerun `make up`"
         )
 
 
@@ -305,7 +311,8 @@ def admin_client(servers: str, timeout_ms: int):
 
 
 def silence_client_logs() -> None:
-    """kafka-python logs every refused connection while the broker boots; our messages say enough."""
+    """kafka-python logs every refused connection while the broker boots; our messages say
+    enough."""
     logging.getLogger("kafka").addHandler(logging.NullHandler())
     logging.getLogger("kafka").propagate = False
 
@@ -344,7 +351,8 @@ def wait_until_answering(
 
 def startup_timed_out(pid: int) -> ServiceError:
     return ServiceError(
-        f"Kafka (pid {pid}) did not answer on {kafka_bootstrap_servers()} within {STARTUP_TIMEOUT_S} s;"
+        f"Kafka (pid {pid}) did not answer on {kafka_bootstrap_servers()} within "
+        f"{STARTUP_TIMEOUT_S} s;"
         f" see {paths().server_log} and {paths().console_log}, then `make down` and `make up`"
     )
 
@@ -352,7 +360,8 @@ def startup_timed_out(pid: int) -> ServiceError:
 def unreachable_external_cluster() -> ServiceError:
     return ServiceError(
         f"Kafka at KAFKA_BOOTSTRAP_SERVERS={kafka_bootstrap_servers()} does not answer;"
-        " check the address and the network, or unset KAFKA_BOOTSTRAP_SERVERS to start a local broker"
+        " check the address and the network, or unset KAFKA_BOOTSTRAP_SERVERS to start a local "
+        "broker"
     )
 
 
@@ -365,17 +374,18 @@ def ensure_topic(servers: str) -> int:
         client = admin_client(servers, 10000)
     except KafkaError as error:
         raise ServiceError(
-            f"Kafka at {servers} stopped answering ({first_line(error)}); see `python -m services status`"
+            f"Kafka at {servers} stopped answering ({first_line(error)}); see `python -m services "
+            "status`"
         ) from None
     try:
         if topic not in client.list_topics():
-            try:
+            # TopicAlreadyExistsError: created meanwhile by a producer with auto-creation, or a
+            # concurrent `up`.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 # Replication factor left to the cluster's default: 1 here, more on a real cluster.
                 client.create_topics(
                     {topic: {"num_partitions": TOPIC_PARTITIONS}}, wait_for_metadata=True
                 )
-            except TopicAlreadyExistsError:
-                pass  # created meanwhile by a producer with auto-creation, or a concurrent `up`
         (description,) = client.describe_topics([topic])
         return len(description["partitions"])
     except KafkaError as error:

@@ -129,7 +129,8 @@ def run_copy_dependencies(mvn: str, jar_set: JarSet, staging: Path) -> None:
     if result.returncode != 0:
         reason = first_maven_error(log_path.read_text(errors="replace"))
         raise ServiceError(
-            f"Maven could not fetch the {jar_set.name} jars ({reason}); check access to Maven Central"
+            f"Maven could not fetch the {jar_set.name} jars ({reason}); check access to Maven "
+            "Central"
             f" (full output: {log_path}) and rerun `make up`"
         )
 
@@ -149,7 +150,8 @@ def downloaded_jars(staging: Path) -> list[tuple[str, Path]]:
 def split_excluded(
     jars: list[tuple[str, Path]], excluded_jar_names: frozenset[str]
 ) -> tuple[list[Path], list[Path]]:
-    kept, left_out = [], []
+    kept: list[Path] = []
+    left_out: list[Path] = []
     for artifact_id, jar in jars:
         (left_out if is_shipped(artifact_id, excluded_jar_names) else kept).append(jar)
     return kept, left_out

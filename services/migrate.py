@@ -14,7 +14,8 @@ SEED_USERS_SQL = REPO_ROOT / "sql" / "seed_users.sql"
 
 
 def sqlalchemy_url(dsn: str):
-    """The SQLAlchemy URL (psycopg2 driver) of a libpq DSN, a `postgresql://` URI or `key=value` pairs.
+    """The SQLAlchemy URL (psycopg2 driver) of a libpq DSN, a `postgresql://` URI or `key=value`
+    pairs.
 
     libpq itself splits the DSN (percent-escapes, query options such as sslmode), and
     `URL.create` escapes each part again for SQLAlchemy, so no password breaks the conversion.
@@ -27,7 +28,8 @@ def sqlalchemy_url(dsn: str):
         parts = parse_dsn(dsn)
     except ProgrammingError as error:  # libpq's message
         raise ServiceError(
-            f"the DSN is not valid ({first_line(error)}); write it like postgresql://user:password@host:5432/database"
+            f"the DSN is not valid ({first_line(error)}); write it like "
+            "postgresql://user:password@host:5432/database"
         ) from None
     port = parts.pop("port", None)
     return URL.create(

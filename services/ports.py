@@ -1,4 +1,5 @@
-"""Host and port helpers: which servers are on this machine, and whether a port is free to listen on."""
+"""Host and port helpers: which servers are on this machine, and whether a port is free to listen
+on."""
 
 from __future__ import annotations
 

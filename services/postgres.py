@@ -44,7 +44,8 @@ class PostgresPaths:
 
     @property
     def sockets(self) -> Path:
-        """Unix socket folder: inside the state directory, since /var/run/postgresql may not exist."""
+        """Unix socket folder: inside the state directory, since /var/run/postgresql may not
+        exist."""
         return self.home / "run"
 
     @property
@@ -93,7 +94,8 @@ def dsn_parts(dsn: str) -> dict[str, str]:
         return parse_dsn(dsn)
     except ProgrammingError as error:  # libpq's message
         raise ServiceError(
-            f"PG_DSN is not a valid libpq DSN ({first_line(error)}); e.g. postgresql://user:pw@host:5432/db"
+            f"PG_DSN is not a valid libpq DSN ({first_line(error)}); e.g. "
+            "postgresql://user:pw@host:5432/db"
         ) from None
 
 
@@ -161,8 +163,8 @@ def up() -> str:
         reason = answers(dsn, timeout_s=10)
         if reason is not None:
             raise ServiceError(
-                f"PostgreSQL at PG_DSN={masked(dsn)} is not reachable ({reason}); check PG_DSN and the server,"
-                " or unset PG_DSN to start a local server"
+                f"PostgreSQL at PG_DSN={masked(dsn)} is not reachable ({reason}); check PG_DSN "
+                "and the server, or unset PG_DSN to start a local server"
             )
         return f"postgres: using {masked(dsn)} (PG_DSN)"
     pid = our_running_pid()
@@ -177,7 +179,10 @@ def up() -> str:
     start_server(bin_dir)
     ensure_role_and_database(bin_dir)
     wait_until_answering(dsn)
-    return f"postgres: started (pid {our_running_pid()}) at {masked(dsn)} in {time.monotonic() - started:.1f} s"
+    return (
+        f"postgres: started (pid {our_running_pid()}) at {masked(dsn)} in "
+        f"{time.monotonic() - started:.1f} s"
+    )
 
 
 def down() -> str:
@@ -225,7 +230,8 @@ def status() -> str:
 
 
 def binaries_dir() -> Path:
-    """The newest server binaries: Debian's versioned folders first, then PATH; installed if root."""
+    """The newest server binaries: Debian's versioned folders first, then PATH; installed if
+    root."""
     found = find_binaries_dir()
     if found is None:
         install_with_apt()
@@ -248,8 +254,9 @@ def find_binaries_dir() -> Path | None:
 def install_with_apt() -> None:
     if not (runs_as_root() and shutil.which("apt-get")):
         raise ServiceError(
-            "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH); install them"
-            " (Debian/Ubuntu: `sudo apt-get install -y postgresql`) or set PG_DSN to an existing server"
+            "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH); "
+            "install them (Debian/Ubuntu: `sudo apt-get install -y postgresql`) or set PG_DSN "
+            "to an existing server"
         )
     print(
         "postgres: installing the postgresql package with apt-get (first run only)...", flush=True
@@ -259,7 +266,8 @@ def install_with_apt() -> None:
     drop_in = Path("/etc/postgresql-common/createcluster.d/no-main-cluster.conf")
     drop_in.parent.mkdir(parents=True, exist_ok=True)
     drop_in.write_text(
-        "# Written by the mobile-usage platform's `make up`: it runs its own cluster.\ncreate_main_cluster = false\n"
+        "# Written by the mobile-usage platform's `make up`: it runs its own cluster.\n"
+        "create_main_cluster = false\n"
     )
     log_path = state_dir() / "logs" / "apt-postgresql.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,7 +304,8 @@ def require_reachable_by_server_user(folder: Path) -> None:
     for parent in folder.resolve().parents:
         if parent.exists() and not parent.stat().st_mode & 0o001:
             raise ServiceError(
-                f"the `{SERVER_USER}` user cannot enter {parent}, so PostgreSQL cannot reach its data;"
+                f"the `{SERVER_USER}` user cannot enter {parent}, so PostgreSQL cannot reach its "
+                "data;"
                 f" run `chmod o+x {parent}` or set PLATFORM_STATE_DIR to a folder it can reach"
             )
 
@@ -330,7 +339,8 @@ def init_cluster(bin_dir: Path) -> None:
     prepare_folders(pg)
     result = run_as_server_user([
         str(bin_dir / "initdb"), "-D", str(pg.data),
-        # Local socket: only the OS user owning the server (peer). TCP: passwords, as for any client.
+        # Local socket: only the OS user owning the server (peer). TCP: passwords, as for any
+        # client.
         "--auth-local=peer", "--auth-host=scram-sha-256",
         "--encoding=UTF8", "--locale=C", "--no-instructions",
     ])  # fmt: skip
@@ -343,13 +353,15 @@ def init_cluster(bin_dir: Path) -> None:
         )
     with open(pg.data / "postgresql.conf", "a") as conf:
         conf.write(
-            "\n# Listening address, port and socket folder, rewritten by `make up` on every start.\n"
+            "\n"
+            "# Listening address, port and socket folder, rewritten by `make up` on every start.\n"
             f"include_if_exists = '{SETTINGS_FILE_NAME}'\n"
         )
 
 
 def prepare_folders(pg: PostgresPaths) -> None:
-    """Create our folders; as root, hand them (and the log we may have written) to the server user."""
+    """Create our folders; as root, hand them (and the log we may have written) to the server
+    user."""
     for folder in (pg.home, pg.sockets):
         folder.mkdir(parents=True, exist_ok=True)
     if runs_as_root():
@@ -365,11 +377,13 @@ def start_server(bin_dir: Path) -> None:
     host, port = local_address()
     write_settings(pg, host, port)
     result = run_as_server_user([
-        str(bin_dir / "pg_ctl"), "start", "-D", str(pg.data), "-l", str(pg.log), "-w", "-t", str(STARTUP_TIMEOUT_S),
+        str(bin_dir / "pg_ctl"), "start", "-D", str(pg.data), "-l", str(pg.log),
+        "-w", "-t", str(STARTUP_TIMEOUT_S),
     ])  # fmt: skip
     if result.returncode != 0:
         raise ServiceError(
-            f"PostgreSQL did not start within {STARTUP_TIMEOUT_S} s ({first_line(result.stdout)}); see {pg.log}"
+            f"PostgreSQL did not start within {STARTUP_TIMEOUT_S} s "
+            f"({first_line(result.stdout)}); see {pg.log}"
         )
 
 
@@ -389,7 +403,8 @@ def write_settings(pg: PostgresPaths, host: str, port: int) -> None:
 
 
 def ensure_role_and_database(bin_dir: Path) -> None:
-    """The DSN's role (with CREATEDB) and database, created over the socket as superuser if missing."""
+    """The DSN's role (with CREATEDB) and database, created over the socket as superuser if
+    missing."""
     parts = dsn_parts(pg_dsn())
     _, port = local_address()
     result = run_as_server_user(

@@ -1,4 +1,5 @@
-"""`python -m simulator`: simulated device usage into the Kafka topic, optionally with a summary of the exact totals.
+"""`python -m simulator`: simulated device usage into the Kafka topic, optionally with a summary of
+the exact totals.
 
 Exit status: 0 when every record was acknowledged (also after Ctrl-C or SIGTERM, which stop
 cleanly), 1 when Kafka did not acknowledge every record, 2 for bad flags or an unreachable broker.
@@ -12,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from types import FrameType
 
@@ -55,7 +56,8 @@ def _probability(text: str) -> float:
 
 
 def parse_start(text: str) -> int:
-    """Epoch seconds of an ISO-8601 time such as 2026-11-28T03:00:00Z; without an offset it is UTC (SPEC section 4)."""
+    """Epoch seconds of an ISO-8601 time such as 2026-11-28T03:00:00Z; without an offset it is UTC
+    (SPEC section 4)."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -78,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=(
             "Examples: `%(prog)s` runs forever at one tick a minute; "
-            "`%(prog)s --start 2026-11-28T03:00:00Z --duration 3600 --rate 0 --summary-out hour.json` "
-            "sends that past hour in seconds and writes its exact totals."
+            "`%(prog)s --start 2026-11-28T03:00:00Z --duration 3600 --rate 0 --summary-out "
+            "hour.json` sends that past hour in seconds and writes its exact totals."
         ),
     )
     what = parser.add_argument_group("what to generate")
@@ -95,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_int,
         default=KNOWN_USER_COUNT,
         metavar="N",
-        help=f"devices 00000000-0000-0000-0000-000000000001 ... (default: {KNOWN_USER_COUNT}, the users of user_metadata)",
+        help=(
+            f"devices 00000000-0000-0000-0000-000000000001 ... (default: {KNOWN_USER_COUNT}, the "
+            "users of user_metadata)"
+        ),
     )
     what.add_argument(
         "--unknown-devices",
@@ -122,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=integer,
         default=None,
-        help="random seed; the same options and seed send the same records (default: random, printed at the end)",
+        help=(
+            "random seed; the same options and seed send the same records (default: random, "
+            "printed at the end)"
+        ),
     )
     what.add_argument(
         "--malformed-rate",
@@ -153,7 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=non_negative_float,
         default=None,
         metavar="EVENTS_PER_SECOND",
-        help="send at most this many records a second; 0 sends as fast as possible (default: one tick per --tick-seconds of real time)",
+        help=(
+            "send at most this many records a second; 0 sends as fast as possible (default: one "
+            "tick per --tick-seconds of real time)"
+        ),
     )
     how.add_argument(
         "--bootstrap-servers",
@@ -177,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help=(
-            "processes sending at once, each with its own producer and a share of the devices, for rates "
-            "one kafka-python process can't reach (default: 1)"
+            "processes sending at once, each with its own producer and a share of the devices, "
+            "for rates one kafka-python process can't reach (default: 1)"
         ),
     )
     how.add_argument(
@@ -191,14 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--summary-out",
         metavar="FILE",
-        help="after every record is acknowledged, write the exact byte totals sent per antenna, user and app, per window and per UTC hour, as JSON",
+        help=(
+            "after every record is acknowledged, write the exact byte totals sent per antenna, "
+            "user and app, per window and per UTC hour, as JSON"
+        ),
     )
     report.add_argument(
         "--window-seconds",
         type=positive_int,
         default=DEFAULT_WINDOW_SECONDS,
         metavar="S",
-        help="window length of the summary's windowed totals (default: %(default)s, as the speed layer)",
+        help=(
+            "window length of the summary's windowed totals (default: %(default)s, as the speed "
+            "layer)"
+        ),
     )
     return parser
 
@@ -234,7 +251,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
 
 @contextmanager
 def _stop_on_signals(stop: StopFlag) -> Iterator[None]:
-    """The first Ctrl-C or SIGTERM ends the run cleanly; handlers are restored afterwards, so a second one aborts."""
+    """The first Ctrl-C or SIGTERM ends the run cleanly; handlers are restored afterwards, so a
+    second one aborts."""
     previous = {
         signum: signal.signal(signum, _stop_once(stop, signum))
         for signum in (signal.SIGINT, signal.SIGTERM)
@@ -257,11 +275,10 @@ def _stop_once(stop: StopFlag, signum: int) -> Callable[[int, FrameType | None],
 
 
 def _close_quietly(producer: KafkaProducer) -> None:
-    # Every record is settled by now (send() flushed); a failing close must not hide the real outcome.
-    try:
+    # Every record is settled by now (send() flushed); a failing close must not hide the real
+    # outcome.
+    with suppress(KafkaError):
         producer.close(timeout=5)
-    except KafkaError:
-        pass
 
 
 def _error(message: str) -> None:
@@ -278,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = _send(args, stop, progress)
     except BrokerUnavailableError:
         _error(
-            f"no Kafka broker answered at {args.bootstrap_servers} within {args.connect_timeout:g} s "
+            f"no Kafka broker answered at {args.bootstrap_servers} within "
+            f"{args.connect_timeout:g} s "
             "(set KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers; `make up` starts the local one)"
         )
         return EXIT_BROKER_UNAVAILABLE
@@ -341,8 +359,9 @@ def _report(summary: TrafficSummary, args: argparse.Namespace, elapsed_seconds: 
     first = iso_utc(summary.first_timestamp) if summary.first_timestamp is not None else "-"
     last = iso_utc(summary.last_timestamp) if summary.last_timestamp is not None else "-"
     print(
-        f"{PROG}: sent {summary.events} events ({summary.total_bytes} bytes) and {summary.malformed_total} malformed "
-        f"records to {args.topic!r} at {args.bootstrap_servers} in {elapsed_seconds:.1f} s ({rate:,.0f} records/s); "
-        f"event time {first} .. {last}; seed {args.seed}",
+        f"{PROG}: sent {summary.events} events ({summary.total_bytes} bytes) and "
+        f"{summary.malformed_total} malformed "
+        f"records to {args.topic!r} at {args.bootstrap_servers} in {elapsed_seconds:.1f} s "
+        f"({rate:,.0f} records/s); event time {first} .. {last}; seed {args.seed}",
         file=sys.stderr,
     )

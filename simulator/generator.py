@@ -18,12 +18,13 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, Literal, NamedTuple, TypedDict
 
 APPS = ("SKYPE", "TELEGRAM", "FACETIME", "FACEBOOK", "WHATSAPP")
 BYTES_UPPER_BOUND = 10_000  # exclusive, as in the original simulator
 KNOWN_USER_COUNT = 20  # the users the provisioner loads into user_metadata (SPEC section 2)
-EVENT_FIELDS = ("bytes", "timestamp", "app", "id", "antenna_id")
+EventField = Literal["bytes", "timestamp", "app", "id", "antenna_id"]
+EVENT_FIELDS: tuple[EventField, ...] = ("bytes", "timestamp", "app", "id", "antenna_id")
 
 # Antennas 0..15 repeat one hex digit (00000000-..., 11111111-..., ffffffff-...); beyond that
 # a counter keeps ids unique, in a prefix none of the repeated-digit ids or devices use.
@@ -149,7 +150,8 @@ def antenna_ids(count: int) -> list[str]:
 
 
 def device_ids(config: SimulatorConfig) -> list[str]:
-    """Every device that reports each tick, in reporting order: users first, then unknown devices."""
+    """Every device that reports each tick, in reporting order: users first, then unknown
+    devices."""
     known = [device_id(number) for number in range(1, config.devices + 1)]
     unknown = [unknown_device_id(number) for number in range(1, config.unknown_devices + 1)]
     return known + unknown

@@ -10,6 +10,7 @@ always lands on the same partition, so its order in Kafka is kept too).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import queue
 import signal
@@ -145,7 +146,8 @@ def _tell_workers_to_stop(processes: list[SpawnProcess]) -> None:
 def _note_silent_deaths(
     processes: list[SpawnProcess], outcomes: dict[int, tuple[str, Any]]
 ) -> None:
-    # A worker that exited without reporting (killed, crashed) must not leave the parent waiting forever.
+    # A worker that exited without reporting (killed, crashed) must not leave the parent waiting
+    # forever.
     for index, process in enumerate(processes):
         if index not in outcomes and not process.is_alive() and process.exitcode is not None:
             outcomes[index] = (
@@ -172,7 +174,8 @@ def _worker_main(
 ) -> None:
     """One worker process: send its devices' records, then report its summary or its failure."""
     stop = StopFlag()
-    # Ctrl-C reaches every process of the terminal; the parent alone decides, and tells workers with SIGTERM.
+    # Ctrl-C reaches every process of the terminal; the parent alone decides, and tells workers with
+    # SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, stop.request)
     try:
@@ -199,10 +202,8 @@ def _worker_main(
         results.put((worker_index, _DELIVERY_FAILED, str(error)))
     finally:
         progress.publish()
-        try:
+        with contextlib.suppress(KafkaError):
             producer.close(timeout=5)
-        except KafkaError:
-            pass
 
 
 class _ProgressPublisher:

@@ -29,7 +29,8 @@ DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
 # Sleeping in short slices keeps a stop request (Ctrl-C, SIGTERM) noticed within this time
 # even while a paced run waits a whole minute for its next tick.
 _SLEEP_SLICE_SECONDS = 0.2
-# A rate-paced sender only sleeps once it is this far ahead: shorter sleeps cost more than they pace.
+# A rate-paced sender only sleeps once it is this far ahead: shorter sleeps cost more than they
+# pace.
 _MIN_SLEEP_SECONDS = 0.002
 
 
@@ -61,7 +62,8 @@ class ProducerSettings:
 
 
 class CachedKeyPartitioner(DefaultPartitioner):
-    """The default partitioning (murmur2 of the key, as the Java client does), computed once per key.
+    """The default partitioning (murmur2 of the key, as the Java client does), computed once per
+    key.
 
     kafka-python hashes every key in pure Python; with a few dozen devices the same keys
     repeat all the time, and caching the answer per partition count is a large share of the
@@ -71,7 +73,7 @@ class CachedKeyPartitioner(DefaultPartitioner):
     def __init__(self) -> None:
         self._partition_by_key: dict[tuple[str, bytes, int], int] = {}
 
-    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):  # type: ignore[no-untyped-def]
+    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):
         if serialized_key is None:
             return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
         partitions = cluster.partitions_for_topic(topic)
@@ -154,7 +156,8 @@ class EventRatePacer:
 
 
 class TickPacer:
-    """One tick per `tick_seconds` of real time, like the original: each tick's records go out together."""
+    """One tick per `tick_seconds` of real time, like the original: each tick's records go out
+    together."""
 
     def __init__(
         self,
@@ -181,7 +184,8 @@ class TickPacer:
 
 
 def choose_pacer(rate: float | None, tick_seconds: float, stop: StopFlag) -> Pacer | None:
-    """None paces by tick, 0 does not pace at all (returns None), a positive rate paces by record."""
+    """None paces by tick, 0 does not pace at all (returns None), a positive rate paces by
+    record."""
     if rate is None:
         return TickPacer(tick_seconds, stop.sleep)
     if rate == 0:
@@ -244,6 +248,7 @@ def send(
         if record.event is not None:
             count_event(record.event)
         else:
+            assert record.malformed_kind is not None  # a Record without an event is malformed
             count_malformed(record.malformed_kind)
         if on_sent is not None:
             on_sent(record)
@@ -251,7 +256,8 @@ def send(
     _flush(producer, flush_timeout_seconds, failures)
     if failures.first is not None:
         raise DeliveryError(
-            f"{failures.count} record(s) not delivered to topic {topic!r}, first error: {failures.first}"
+            f"{failures.count} record(s) not delivered to topic {topic!r}, first error: "
+            f"{failures.first}"
         )
     return summary
 

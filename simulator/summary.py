@@ -21,7 +21,8 @@ from simulator.generator import MALFORMED_KINDS, Event, Record, iso_utc
 HOUR_SECONDS = 3600
 DEFAULT_WINDOW_SECONDS = 300
 
-# Dimension name in the summary -> the event field it groups by, which is also the key's name in each row.
+# Dimension name in the summary -> the event field it groups by, which is also the key's name in
+# each row.
 DIMENSIONS = {"antenna": "antenna_id", "user": "id", "app": "app"}
 
 BucketTotals = defaultdict[tuple[int, str], int]  # (bucket start, key) -> bytes
@@ -52,7 +53,8 @@ class TrafficSummary:
         used_bytes = event["bytes"]
         window_start = timestamp - timestamp % self.window_seconds
         hour_start = timestamp - timestamp % HOUR_SECONDS
-        # Unrolled over the three dimensions: this runs for every event sent, at tens of thousands a second.
+        # Unrolled over the three dimensions: this runs for every event sent, at tens of thousands a
+        # second.
         antenna, device, app = event["antenna_id"], event["id"], event["app"]
         windows, hours = self.window_totals, self.hour_totals
         windows["antenna"][window_start, antenna] += used_bytes

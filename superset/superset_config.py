@@ -1,4 +1,5 @@
-"""Superset's configuration for the local setup, read through SUPERSET_CONFIG_PATH (set by superset.sh).
+"""Superset's configuration for the local setup, read through SUPERSET_CONFIG_PATH (set by
+superset.sh).
 
 State (the SQLite metadata database) lives under the project's state folder; the secret key that
 encrypts the stored database password comes from the environment (superset.sh generates one

@@ -1,4 +1,5 @@
-"""Offsets and per-batch hour counts of the speed layer, the gate's run figures and failures, late hours."""
+"""Offsets and per-batch hour counts of the speed layer, the gate's run figures and failures, late
+hours."""
 
 from migrations.sql_revision import sql_revision
 
