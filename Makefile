@@ -69,7 +69,7 @@ checkov: $(CHECKOV) ## install Checkov (Terraform checks) in its own virtualenv
 $(COMPOSEENV): tests/infra/composeenv/main.go tests/infra/composeenv/go.mod tests/infra/composeenv/go.sum
 	cd tests/infra/composeenv && GOFLAGS=-mod=readonly go build -o $(COMPOSEENV) .
 
-# The Cloud Storage emulator the gs:// tests start (tests/integration/gcs_emulator.py).
+# The Cloud Storage emulator the gs:// tests start (services/gcs_emulator.py).
 $(FAKE_GCS_SERVER):
 	mkdir -p $(GO_BIN)/.build
 	GOBIN=$(GO_BIN)/.build go install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_SERVER_VERSION)

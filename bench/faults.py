@@ -107,7 +107,7 @@ STOP_TIMEOUT_SECONDS = 60
 RECOUNT_TIMEOUT_SECONDS = 600
 LOOP_SECONDS = 0.5
 
-# The data contract (SPEC.md section 1), written out again here rather than imported, so that the
+# The data contract (docs/contract.md §1), written out again here rather than imported, so that the
 # recount shares no code with the job it checks (spark_jobs/events.py is the reference).
 MAX_BYTES = 10**12
 MAX_STRING_LENGTH = 256

@@ -1,13 +1,13 @@
 """
 ### batch_hourly: recompute each closed UTC hour exactly
 
-For the data interval [H, H+1h), once the hour is complete (SPEC.md section 7: on every Kafka
+For the data interval [H, H+1h), once the hour is complete (docs/contract.md §7: on every Kafka
 partition the speed layer has committed what Kafka held at H + 1 h + lateness, Variable
 `batch_lateness_minutes`, default 10; a reschedule sensor waits for it, for up to 2 hours, then
 fails saying how many records behind the stream is), the batch job recomputes the hour from raw
 Parquet into `bytes_agg_antenna_1h`, `bytes_agg_user_1h`, `bytes_agg_app_1h`,
 `users_over_quota_1h` and `batch_hour_runs`, checks it with the quality gate of
-`sql/quality/checks/` (SPEC.md section 8) and publishes it, in one transaction: a failed check
+`sql/quality/checks/` (docs/contract.md §8) and publishes it, in one transaction: a failed check
 fails the task naming itself and its values, and the hour is then served by the speed layer.
 Then the speed layer's drift from the published totals is logged per table.
 

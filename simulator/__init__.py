@@ -1,4 +1,4 @@
-"""Simulated mobile-network usage for the Kafka topic `devices` (SPEC sections 1 and 3).
+"""Simulated mobile-network usage for the Kafka topic `devices` (docs/contract.md §1, §3).
 
 `python -m simulator --help` for the command line. From Python (tests, benchmarks):
 

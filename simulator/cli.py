@@ -57,7 +57,7 @@ def _probability(text: str) -> float:
 
 def parse_start(text: str) -> int:
     """Epoch seconds of an ISO-8601 time such as 2026-11-28T03:00:00Z; without an offset it is UTC
-    (SPEC section 4)."""
+    (docs/contract.md §4)."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

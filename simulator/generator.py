@@ -3,10 +3,11 @@
 Nothing here touches the network or the clock: the same `SimulatorConfig` always yields
 the same records, which is what lets tests and benchmarks recompute the expected totals.
 
-Every tick, each device reports once (SPEC section 3): it is attached to a random antenna,
+Every tick, each device reports once (docs/contract.md §3): it is attached to a random antenna,
 uses a random app and a uniform number of bytes in [0, 10000). The event time of tick `n`
 is `start + n * tick_seconds`. With a malformed rate above zero, some reports are replaced by
-one of the malformed shapes of SPEC section 1, so the pipeline's quarantine has something to catch.
+one of the malformed shapes of docs/contract.md §1, so the pipeline's quarantine has something
+to catch.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal, NamedTuple, TypedDict
 
 APPS = ("SKYPE", "TELEGRAM", "FACETIME", "FACEBOOK", "WHATSAPP")
 BYTES_UPPER_BOUND = 10_000  # exclusive, as in the original simulator
-KNOWN_USER_COUNT = 20  # the users the provisioner loads into user_metadata (SPEC section 2)
+KNOWN_USER_COUNT = 20  # the users the provisioner loads into user_metadata (docs/contract.md §2)
 EventField = Literal["bytes", "timestamp", "app", "id", "antenna_id"]
 EVENT_FIELDS: tuple[EventField, ...] = ("bytes", "timestamp", "app", "id", "antenna_id")
 
@@ -36,7 +37,7 @@ _MAX_COUNTER = 10**12 - 1  # what fits in the last 12 digits of a UUID
 
 
 class Event(TypedDict):
-    """One valid usage report, exactly the JSON object of SPEC section 1."""
+    """One valid usage report, exactly the JSON object of docs/contract.md §1."""
 
     bytes: int
     timestamp: int
@@ -128,7 +129,7 @@ def _require(condition: bool, message: str) -> None:
 
 
 def antenna_id(index: int) -> str:
-    """The id of antenna `index` (0-based): the SPEC's repeated-digit ids first."""
+    """The id of antenna `index` (0-based): the repeated-digit ids of docs/contract.md §3 first."""
     if index < _REPEATED_DIGIT_ANTENNAS:
         digit = format(index, "x")
         return f"{digit * 8}-{digit * 4}-{digit * 4}-{digit * 4}-{digit * 12}"
@@ -164,7 +165,7 @@ _EVENT_TEMPLATE = '{"bytes":%d,"timestamp":%d,"app":"%s","id":"%s","antenna_id":
 
 
 def encode_event(event: Event) -> bytes:
-    """The compact UTF-8 JSON value of a valid event, fields in SPEC order."""
+    """The compact UTF-8 JSON value of a valid event, fields in the order of docs/contract.md §1."""
     text = _EVENT_TEMPLATE % (
         event["bytes"],
         event["timestamp"],
@@ -184,7 +185,7 @@ def iso_utc(epoch_seconds: int) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# Malformed shapes, one per case of SPEC section 1. Each takes the event the device would have
+# Malformed shapes, one per case of docs/contract.md §1. Each takes the event the device would have
 # sent and returns the value to send instead.
 
 

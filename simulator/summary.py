@@ -1,8 +1,8 @@
 """Exact byte totals of what a simulator run sent, for checking the pipeline's tables against.
 
 The totals mirror the serving tables: per antenna, per device id and per app, both per
-tumbling window (the speed layer, SPEC section 5) and per UTC hour (the batch layer,
-SPEC section 7). Windows and hours start on UTC epoch boundaries (SPEC section 4).
+tumbling window (the speed layer, docs/contract.md §5) and per UTC hour (the batch layer,
+docs/contract.md §7). Windows and hours start on UTC epoch boundaries (docs/contract.md §4).
 Per-user totals include unknown devices; whoever compares them with `bytes_agg_user*`
 filters by `user_metadata`.
 """

@@ -24,7 +24,7 @@ class Aggregate:
 BY_ANTENNA = Aggregate(key="antenna_id", sum_column="sum_antenna_bytes")
 BY_USER = Aggregate(key="id", sum_column="sum_user_bytes")
 BY_APP = Aggregate(key="app", sum_column="sum_app_bytes")
-# The batch layer keys users by email (SPEC.md section 7), the speed layer by device id.
+# The batch layer keys users by email (docs/contract.md §7), the speed layer by device id.
 BY_EMAIL = Aggregate(key="email", sum_column="sum_user_bytes")
 
 

@@ -2,7 +2,7 @@
 
     python -m spark_jobs.batch --hour 2026-11-27T10:00:00Z
 
-Publishes an hour only when it is complete and correct (SPEC.md sections 7 and 8):
+Publishes an hour only when it is complete and correct (docs/contract.md §7, §8):
 
 1. complete: the micro-batches the streaming job has committed (its checkpoint's commit and
    offset logs) reach, on every Kafka partition, the offset Kafka held at H + 1 h + lateness

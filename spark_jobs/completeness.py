@@ -1,5 +1,5 @@
 """Whether hour H may be published: has the speed layer committed everything Kafka held when H's
-lateness allowance ended (SPEC.md section 7)?
+lateness allowance ended (docs/contract.md §7)?
 
 Judged per partition from offsets, not from clocks: the target of a partition is the first offset
 Kafka stamped at or after H + 1 h + lateness (its broker-side time index, `offsets_for_times`),

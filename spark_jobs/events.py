@@ -1,4 +1,5 @@
-"""Parsing and validation of the `devices` records (SPEC.md section 1), as pure DataFrame functions.
+"""Parsing and validation of the `devices` records (docs/contract.md §1), as pure DataFrame
+functions.
 
 Each JSON value is parsed once into a VARIANT, which keeps the JSON type of every field: a string
 "12", a fraction 12.5 or an ISO date are told apart from an integer, which a typed `from_json`

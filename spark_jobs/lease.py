@@ -1,4 +1,4 @@
-"""One streaming job per storage root and checkpoint (SPEC.md section 5), by a lease.
+"""One streaming job per storage root and checkpoint (docs/contract.md §5), by a lease.
 
 Two jobs on one storage root would both write `raw/.../batch_id=N` for their own batch N, and two
 on one checkpoint would interleave Spark's offset log: either corrupts the data for good. Spark

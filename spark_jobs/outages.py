@@ -1,4 +1,4 @@
-"""Riding out an unavailable dependency (SPEC.md section 5): wait and retry with backoff, one log
+"""Riding out an unavailable dependency (docs/contract.md §5): wait and retry with backoff, one log
 line per retry, up to a limit; past it, one error naming what is down.
 
 The streaming job runs for weeks: PostgreSQL failing over or the broker restarting for a few

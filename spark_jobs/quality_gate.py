@@ -6,7 +6,7 @@ passing check returns nothing and a failing one says what is wrong with which va
 file takes one parameter, `%(hour)s`, the start of the UTC hour; because the driver substitutes
 parameters, a literal percent sign in a file must be written `%%`. Checks read the run's own
 figures from batch_hour_runs (raw rows, distinct offsets) and the speed layer's independent
-count (speed_hour_batches), not only the aggregates they check (SPEC.md section 8).
+count (speed_hour_batches), not only the aggregates they check (docs/contract.md §8).
 
 The files are read from the repository, or from platform.zip when the job runs on Dataproc
 (deploy/package.py bundles sql/).

@@ -1,4 +1,4 @@
--- The reference users of SPEC.md section 2. Re-running changes nothing: existing ids are kept as they are.
+-- The reference users of docs/contract.md §2. Re-running changes nothing: existing ids are kept as they are.
 INSERT INTO user_metadata (id, name, email, quota) VALUES
     ('00000000-0000-0000-0000-000000000001', 'andres',    'andres@gmail.com',    200000),
     ('00000000-0000-0000-0000-000000000002', 'paco',      'paco@gmail.com',      300000),

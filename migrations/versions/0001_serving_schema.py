@@ -1,4 +1,4 @@
-"""The serving schema: the tables of SPEC.md sections 2, 5 and 7."""
+"""The serving schema: the tables of docs/contract.md §2, §5, §7."""
 
 from migrations.sql_revision import sql_revision
 

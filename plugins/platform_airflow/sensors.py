@@ -1,4 +1,4 @@
-"""The sensor batch_hourly waits with until hour H may be published (SPEC.md section 7): the speed
+"""The sensor batch_hourly waits with until hour H may be published (docs/contract.md §7): the speed
 layer has committed, on every Kafka partition, what Kafka held at H + 1 h + lateness. The rule
 itself is spark_jobs/completeness.py, which the batch job applies again before it publishes.
 

@@ -1,4 +1,4 @@
--- Tables of the data contract (SPEC.md sections 2, 5 and 7). Keys are the primary keys;
+-- Tables of the data contract (docs/contract.md §2, §5, §7). Keys are the primary keys;
 -- every `date` is timestamptz and holds a UTC window or hour start.
 
 CREATE TABLE user_metadata (

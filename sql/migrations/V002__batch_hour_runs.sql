@@ -1,5 +1,5 @@
 -- What each batch run of an hour read from raw storage, computed straight from the events and not
--- from the aggregates, so the quality checks can hold the aggregates against it (SPEC.md section 8).
+-- from the aggregates, so the quality checks can hold the aggregates against it (docs/contract.md §8).
 CREATE TABLE batch_hour_runs (
     date                 timestamptz PRIMARY KEY,
     valid_events         bigint      NOT NULL CHECK (valid_events >= 0),

@@ -1,4 +1,4 @@
--- What an hour needs to be published only when complete and correct (SPEC.md section 7): the
+-- What an hour needs to be published only when complete and correct (docs/contract.md §7): the
 -- Kafka offsets the speed layer has committed, its own count of each event hour per micro-batch,
 -- what each batch run read, the hours whose quality gate failed, and the hours to publish again.
 
@@ -77,7 +77,7 @@ WHERE hours.last_batch_id > coalesce(runs.last_streaming_batch, failures.last_st
 COMMENT ON VIEW batch_hours_to_republish IS
     'Published (or failed) hours with events from micro-batches their last batch run did not read.';
 
--- The hours the batch layer answers: published, and not older than their input (SPEC.md section 7).
+-- The hours the batch layer answers: published, and not older than their input (docs/contract.md §7).
 -- A published hour that received late data (a speed micro-batch newer than the one its run read)
 -- is answered by the speed layer, whose windows hold the late events, until its republication
 -- commits. Each hour is one probe of speed_hour_batches' primary key.

@@ -1,6 +1,6 @@
 -- How far the speed layer's 5-minute windows inside the hour are from the batch totals, per
 -- table: they agree once the speed layer has caught up, except for events that arrived after its
--- watermark (SPEC.md section 8), so the drift is reported, not checked. Users are compared by
+-- watermark (docs/contract.md §8), so the drift is reported, not checked. Users are compared by
 -- email, for the users of user_metadata only, as the batch layer counts them.
 -- Parameter %(hour)s: the start of the UTC hour. One row per batch table.
 WITH bounds AS (

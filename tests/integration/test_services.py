@@ -21,7 +21,7 @@ from services.scratch import scratch_database
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(600)]
 
-# SPEC.md section 2.
+# docs/contract.md §2.
 SPEC_USERS = {
     1: ("andres", 200000),
     2: ("paco", 300000),

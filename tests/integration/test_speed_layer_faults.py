@@ -1,4 +1,4 @@
-"""The speed layer under hostile input and faults (SPEC.md sections 1 and 5), against the real
+"""The speed layer under hostile input and faults (docs/contract.md §1, §5), against the real
 broker, Spark and PostgreSQL: poison records among normal traffic, a value the database refuses,
 PostgreSQL cut mid-stream and at start-up, a broker restart, a SIGKILL at a chosen point with the
 replay it forces, and a second job on the same storage root."""

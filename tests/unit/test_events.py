@@ -1,4 +1,4 @@
-"""Parsing and validation of `devices` records (SPEC.md section 1) on small DataFrames."""
+"""Parsing and validation of `devices` records (docs/contract.md §1) on small DataFrames."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def config(**overrides) -> SimulatorConfig:
 
 
 def spec_violation(value: bytes) -> str | None:
-    """Why a record value is malformed under SPEC section 1, or None when it is a valid event."""
+    """Why a record value is malformed under docs/contract.md §1, or None for a valid event."""
     try:
         parsed = json.loads(value)
     except ValueError:

@@ -1,5 +1,5 @@
 -- Per batch table, the hour's bytes are the bytes the speed layer counted in the hour, in the
--- micro-batches the run read (speed_hour_batches): the drift is 0 (SPEC.md section 8). The user
+-- micro-batches the run read (speed_hour_batches): the drift is 0 (docs/contract.md §8). The user
 -- table holds the known devices' bytes, so it adds the run's unknown-device bytes.
 -- Parameter %(hour)s: the start of the UTC hour. Each row returned is a violation.
 WITH run AS (

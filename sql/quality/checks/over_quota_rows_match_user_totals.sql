@@ -1,5 +1,5 @@
 -- users_over_quota_1h holds exactly the users whose hourly total in bytes_agg_user_1h is strictly
--- above their quota in user_metadata, each with that quota and that total (SPEC.md sections 7, 8).
+-- above their quota in user_metadata, each with that quota and that total (docs/contract.md §7, §8).
 -- Parameter %(hour)s: the start of the UTC hour. Each row returned is a violation.
 WITH listed AS (
     SELECT email, quota, sum_user_bytes FROM users_over_quota_1h WHERE date = %(hour)s

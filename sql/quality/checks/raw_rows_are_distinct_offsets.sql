@@ -1,4 +1,4 @@
--- Each valid record is in the raw storage of its hour once (SPEC.md section 8): the raw rows the
+-- Each valid record is in the raw storage of its hour once (docs/contract.md §8): the raw rows the
 -- run read are as many as their distinct (Kafka partition, offset) pairs. A duplicated raw file,
 -- or a micro-batch written twice, makes the rows outnumber the pairs.
 -- Parameter %(hour)s: the start of the UTC hour. A row returned is the violation.

@@ -1,4 +1,4 @@
--- Every user row of the hour belongs to a user of user_metadata (SPEC.md section 1: a device
+-- Every user row of the hour belongs to a user of user_metadata (docs/contract.md §1: a device
 -- that is not there is unknown and counts toward no user).
 -- Parameter %(hour)s: the start of the UTC hour. Each row returned is a violation.
 SELECT totals.email, totals.sum_user_bytes
