@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
+
 
 def start_detached(command: list[str], log_path: Path, cwd: Path) -> int:
     """Start `command` in its own session, output appended to `log_path`; return its pid.
@@ -32,26 +34,18 @@ def start_detached(command: list[str], log_path: Path, cwd: Path) -> int:
 def is_running(pid: int) -> bool:
     """True if `pid` is a live process (a zombie, dead but not yet reaped, is not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        # The state letter follows the command name, which is in parentheses and may hold spaces.
-        return stat.read_text().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
+    except psutil.AccessDenied:
         return True
 
 
 def command_line(pid: int) -> str | None:
-    """The command line of `pid`, or None where /proc is not available."""
+    """The command line of `pid`, or None when it is gone or not ours to read."""
     try:
-        return (
-            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        )
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
 
