@@ -56,6 +56,8 @@ from spark_jobs.raw_hours import compact_hour
 from spark_jobs.session import build_session
 from spark_jobs.storage import EVENT_HOUR_FORMAT, StorageLayout
 
+TABLES = postgres.HOURLY_TABLES
+
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -277,12 +279,10 @@ def speed_layer_count(dsn: str, hour: datetime, generated: GeneratedHour) -> Non
 
 @dataclass(frozen=True)
 class HourFigures:
-    """What the batch layer must produce for an hour, in a form every source can be put in."""
+    """What the batch layer must produce for an hour, in a form every source can be put in: the
+    rows of each *_1h table (by table name, sorted) and the hour's totals."""
 
-    antenna: list[tuple]
-    user: list[tuple]
-    app: list[tuple]
-    over_quota: list[tuple]
+    rows: dict[str, list[tuple]]
     valid_events: int
     valid_bytes: int
     unknown_device_bytes: int
@@ -292,23 +292,37 @@ class HourFigures:
     def of(
         cls, rows: dict[str, list[tuple]], totals: tuple, last_streaming_batch: int
     ) -> HourFigures:
-        sorted_rows = {
-            name: sorted(tuple(r) for r in rows[name])
-            for name in ("antenna", "user", "app", "over_quota")
-        }
         events, total, unknown = (int(value) for value in totals)
         return cls(
-            **sorted_rows,
+            rows={table.name: sorted(tuple(r) for r in rows[table.name]) for table in TABLES},
             valid_events=events,
             valid_bytes=total,
             unknown_device_bytes=unknown,
             last_streaming_batch=last_streaming_batch,
         )
 
+    @classmethod
+    def of_result(cls, result: postgres.HourResult, last_streaming_batch: int) -> HourFigures:
+        return cls.of(
+            {table.name: table.rows_of(result) for table in TABLES},
+            (result.valid_events, result.valid_bytes, result.unknown_device_bytes),
+            last_streaming_batch,
+        )
+
     def differences(self, other: HourFigures) -> list[str]:
-        return [
+        found = [
+            f"{name}: {self.rows[name]!r} != {other.rows[name]!r}"
+            for name in self.rows
+            if self.rows[name] != other.rows.get(name)
+        ]
+        return found + [
             f"{name}: {getattr(self, name)!r} != {getattr(other, name)!r}"
-            for name in self.__dataclass_fields__
+            for name in (
+                "valid_events",
+                "valid_bytes",
+                "unknown_device_bytes",
+                "last_streaming_batch",
+            )
             if getattr(self, name) != getattr(other, name)
         ]
 
@@ -320,7 +334,7 @@ def figures_in_postgres(dsn: str, hour: datetime) -> HourFigures:
             cur.execute(
                 f"SELECT {', '.join(table.columns)} FROM {table.name} WHERE date = %s", (hour,)
             )
-            rows[table.result_field] = cur.fetchall()
+            rows[table.name] = cur.fetchall()
         cur.execute(
             "SELECT valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch "
             "FROM batch_hour_runs WHERE date = %s",
@@ -402,18 +416,22 @@ def duckdb_hour(dsn: str, storage: str, hour: datetime, last_committed: int) -> 
             "SELECT u.email, u.quota, sum(e.bytes)::BIGINT AS total "
             "FROM events e JOIN users u USING (id) GROUP BY ALL"
         )
+        # The reference, computed apart from the batch job: per table it writes.
         rows = {
-            "antenna": con.execute(
+            "bytes_agg_antenna_1h": con.execute(
                 "SELECT antenna_id, sum(bytes)::BIGINT FROM events GROUP BY ALL"
             ).fetchall(),
-            "app": con.execute(
+            "bytes_agg_app_1h": con.execute(
                 "SELECT app, sum(bytes)::BIGINT FROM events GROUP BY ALL"
             ).fetchall(),
-            "user": con.execute(f"SELECT email, total FROM ({user_totals})").fetchall(),
-            "over_quota": con.execute(
+            "bytes_agg_user_1h": con.execute(
+                f"SELECT email, total FROM ({user_totals})"
+            ).fetchall(),
+            "users_over_quota_1h": con.execute(
                 f"SELECT email, quota, total FROM ({user_totals}) WHERE total > quota"
             ).fetchall(),
         }
+
         totals = con.execute(
             "SELECT count(*), coalesce(sum(e.bytes), 0)::BIGINT, "
             "coalesce(sum(e.bytes) FILTER (WHERE u.id IS NULL), 0)::BIGINT "
@@ -501,11 +519,7 @@ def in_process_runs(
         check_equal(
             "the batch job's result",
             reference,
-            HourFigures.of(
-                {name: getattr(result, name) for name in ("antenna", "user", "app", "over_quota")},
-                (result.valid_events, result.valid_bytes, result.unknown_device_bytes),
-                reference.last_streaming_batch,
-            ),
+            HourFigures.of_result(result, reference.last_streaming_batch),
         )
         seconds.append(elapsed)
     check_equal(
@@ -675,10 +689,10 @@ def main(argv=None) -> None:
             "valid_events": reference.valid_events,
             "valid_bytes": reference.valid_bytes,
             "unknown_device_bytes": reference.unknown_device_bytes,
-            "antennas": len(reference.antenna),
-            "apps": len(reference.app),
-            "users": len(reference.user),
-            "users_over_quota": len(reference.over_quota),
+            "antennas": len(reference.rows["bytes_agg_antenna_1h"]),
+            "apps": len(reference.rows["bytes_agg_app_1h"]),
+            "users": len(reference.rows["bytes_agg_user_1h"]),
+            "users_over_quota": len(reference.rows["users_over_quota_1h"]),
             "last_streaming_batch": reference.last_streaming_batch,
         },
     }

@@ -35,6 +35,7 @@ from spark_jobs import completeness, postgres, quality_gate, raw_hours
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, totals_per_window
 from spark_jobs.completeness import HourIncomplete, KafkaUnavailable, PartitionLag
 from spark_jobs.outages import DependencyDown, OutagePolicy
+from spark_jobs.postgres import HourResult
 from spark_jobs.quality_gate import QualityGateFailed
 from spark_jobs.raw_hours import last_committed_batch, logged_end_offsets
 from spark_jobs.session import build_session
@@ -196,17 +197,6 @@ def users_over_quota(
 @dataclass(frozen=True)
 class NoDataForCountedHour(RuntimeError):
     """The speed layer counted events in the hour, but its raw files hold none."""
-
-
-@dataclass(frozen=True)
-class HourResult:
-    antenna: list[tuple]
-    user: list[tuple]
-    app: list[tuple]
-    over_quota: list[tuple]
-    valid_events: int
-    valid_bytes: int
-    unknown_device_bytes: int
 
 
 def raw_figures(events: DataFrame) -> tuple[int, int]:

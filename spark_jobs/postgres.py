@@ -352,17 +352,34 @@ def refused_rows(conn, totals: SpeedBatchTotals, batch_id: int) -> list[RefusedR
 
 
 @dataclass(frozen=True)
+class HourResult:
+    """One hour's aggregates as the batch job computed them, without the hour's date (Python
+    cannot hold year 1's): rows of the four *_1h tables, and the hour's totals."""
+
+    antenna: list[tuple]
+    user: list[tuple]
+    app: list[tuple]
+    over_quota: list[tuple]
+    valid_events: int
+    valid_bytes: int
+    unknown_device_bytes: int
+
+
+@dataclass(frozen=True)
 class HourlyTable:
     name: str
+    # The first column is the key; `date` goes after it.
     columns: tuple[str, ...]
-    result_field: str
+    rows_of: Callable[[HourResult], list[tuple]]
 
 
 HOURLY_TABLES = (
-    HourlyTable("bytes_agg_antenna_1h", ("antenna_id", "sum_antenna_bytes"), "antenna"),
-    HourlyTable("bytes_agg_user_1h", ("email", "sum_user_bytes"), "user"),
-    HourlyTable("bytes_agg_app_1h", ("app", "sum_app_bytes"), "app"),
-    HourlyTable("users_over_quota_1h", ("email", "quota", "sum_user_bytes"), "over_quota"),
+    HourlyTable("bytes_agg_antenna_1h", ("antenna_id", "sum_antenna_bytes"), lambda r: r.antenna),
+    HourlyTable("bytes_agg_user_1h", ("email", "sum_user_bytes"), lambda r: r.user),
+    HourlyTable("bytes_agg_app_1h", ("app", "sum_app_bytes"), lambda r: r.app),
+    HourlyTable(
+        "users_over_quota_1h", ("email", "quota", "sum_user_bytes"), lambda r: r.over_quota
+    ),
 )
 
 
@@ -389,7 +406,9 @@ HOUR_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('batch_hour ' || %s::
 PUBLICATION_LOCK_TIMEOUT = "SET LOCAL lock_timeout = '10min'"
 
 
-def publish_hour(dsn: str, hour, result, run: HourRun, gate: Callable[[Any], None]) -> None:
+def publish_hour(
+    dsn: str, hour, result: HourResult, run: HourRun, gate: Callable[[Any], None]
+) -> None:
     """Swap in one hour's rows of every *_1h table and its run, check them, and commit only if
     `gate(cursor)` passes, all in one transaction under the hour's lock.
 
@@ -428,11 +447,11 @@ def withdraw_hour(dsn: str, hour, run: HourRun, failed_checks: Sequence[str], de
                     sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(name)), (hour,)
                 )
             cur.execute(
-                "INSERT INTO batch_hour_failures (date, failed_checks, details, "
-                "last_streaming_batch) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (date) DO UPDATE SET failed_checks = EXCLUDED.failed_checks, details "
-                "= EXCLUDED.details, "
-                "last_streaming_batch = EXCLUDED.last_streaming_batch, failed_at = now()",
+                "INSERT INTO batch_hour_failures"
+                " (date, failed_checks, details, last_streaming_batch) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (date) DO UPDATE SET failed_checks = EXCLUDED.failed_checks,"
+                " details = EXCLUDED.details, last_streaming_batch = EXCLUDED.last_streaming_batch,"
+                " failed_at = now()",
                 (hour, ", ".join(failed_checks), details, run.last_streaming_batch),
             )
         return True
@@ -463,12 +482,12 @@ def _lock_hour_and_find_newer_run(cur, hour, run: HourRun) -> int | None:
     return row[0] if row is not None and row[0] > run.last_streaming_batch else None
 
 
-def _write_hour(cur, hour, result, run: HourRun) -> None:
+def _write_hour(cur, hour, result: HourResult, run: HourRun) -> None:
     for table in HOURLY_TABLES:
         cur.execute(
             sql.SQL("DELETE FROM {} WHERE date = %s").format(sql.Identifier(table.name)), (hour,)
         )
-        rows = [(row[0], hour, *row[1:]) for row in getattr(result, table.result_field)]
+        rows = [(row[0], hour, *row[1:]) for row in table.rows_of(result)]
         if rows:
             columns = (table.columns[0], "date", *table.columns[1:])
             statement = sql.SQL("INSERT INTO {} ({}) VALUES %s").format(
@@ -476,16 +495,14 @@ def _write_hour(cur, hour, result, run: HourRun) -> None:
             )
             execute_values(cur, statement, sorted(rows), page_size=1000)
     cur.execute(
-        "INSERT INTO batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes, "
-        "last_streaming_batch,"
-        " raw_rows, distinct_offsets, records_behind, forced) VALUES (%s, %s, %s, %s, %s, %s, %s, "
-        "%s, %s)"
-        " ON CONFLICT (date) DO UPDATE SET valid_events = EXCLUDED.valid_events, valid_bytes = "
-        "EXCLUDED.valid_bytes,"
-        " unknown_device_bytes = EXCLUDED.unknown_device_bytes, last_streaming_batch = "
-        "EXCLUDED.last_streaming_batch,"
-        " raw_rows = EXCLUDED.raw_rows, distinct_offsets = EXCLUDED.distinct_offsets,"
-        " records_behind = EXCLUDED.records_behind, forced = EXCLUDED.forced, computed_at = now()",
+        "INSERT INTO batch_hour_runs (date, valid_events, valid_bytes, unknown_device_bytes,"
+        " last_streaming_batch, raw_rows, distinct_offsets, records_behind, forced)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (date) DO UPDATE SET valid_events = EXCLUDED.valid_events,"
+        " valid_bytes = EXCLUDED.valid_bytes, unknown_device_bytes = EXCLUDED.unknown_device_bytes,"
+        " last_streaming_batch = EXCLUDED.last_streaming_batch, raw_rows = EXCLUDED.raw_rows,"
+        " distinct_offsets = EXCLUDED.distinct_offsets, records_behind = EXCLUDED.records_behind,"
+        " forced = EXCLUDED.forced, computed_at = now()",
         (
             hour,
             result.valid_events,
