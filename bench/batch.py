@@ -48,6 +48,7 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from common.settings import TOPIC_PARTITIONS
 from services.scratch import scratch_database
 from simulator import APPS, antenna_id, device_id, unknown_device_id
 from spark_jobs import batch as batch_job
@@ -72,7 +73,7 @@ RARE_EVENTS_PER_USER = 3
 UNKNOWN_DEVICES = 50
 UNKNOWN_SHARE = 0.1
 ANTENNAS = 5
-KAFKA_PARTITIONS = 4
+KAFKA_PARTITIONS = TOPIC_PARTITIONS
 MAX_BYTES = 10_000  # the simulator's range: uniform in [0, 10000)
 FIRST_BATCH_ID = 1000  # a streaming query that has been running for a while
 

@@ -111,7 +111,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     emulator = GcsEmulator.start(log_path, log_requests=True)
     topic = f"bench-gcs-{uuid.uuid4().hex[:8]}"
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers())
-    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=settings.TOPIC_PARTITIONS, replication_factor=1)]
+    )
     root_prefix = f"lake-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "STORAGE_EMULATOR_HOST": emulator.url}
     try:

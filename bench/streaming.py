@@ -39,7 +39,7 @@ from services.scratch import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "streaming.json"
-PARTITIONS = 4
+PARTITIONS = settings.TOPIC_PARTITIONS
 GROUP_SECONDS = 0.1
 
 

@@ -13,6 +13,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_KAFKA_BOOTSTRAP_SERVERS = "localhost:9092"
 DEFAULT_KAFKA_TOPIC = "devices"
+# Partitions of the topic (docs/contract.md §1): the one definition; terraform/variables.tf and
+# terraform/kafka/startup.sh default to it (tests/infra/test_kafka_startup.py checks).
+TOPIC_PARTITIONS = 4
 DEFAULT_PG_DSN = "postgresql://platform:platform@127.0.0.1:5432/platform"
 
 

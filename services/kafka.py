@@ -19,13 +19,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.settings import TOPIC_PARTITIONS as CONTRACT_TOPIC_PARTITIONS
 from common.settings import kafka_bootstrap_servers, kafka_topic, state_dir
 from services import processes
 from services.errors import ServiceError, first_line, require_command
 from services.ports import is_local_host, require_free_port, split_host_port
 
 DEFAULT_CONTROLLER_PORT = 9093
-TOPIC_PARTITIONS = 4
+TOPIC_PARTITIONS = CONTRACT_TOPIC_PARTITIONS
 STARTUP_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 30
 # Kafka's own scripts read the heap from KAFKA_HEAP_OPTS too; 512 MB is plenty for one laptop topic.

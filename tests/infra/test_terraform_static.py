@@ -309,3 +309,12 @@ def test_dataproc_installs_the_locked_python_packages(terraform):
         assert f'name = "{name}"\nversion = "{version}"' in lock, (
             f"{requirement} differs from uv.lock"
         )
+
+
+def test_the_topic_partitions_default_to_the_one_definition_of_the_contract(terraform):
+    from common.settings import TOPIC_PARTITIONS
+
+    assert terraform.variables["kafka_topic_partitions"]["default"] == TOPIC_PARTITIONS
+    startup = (TERRAFORM_DIR / "kafka" / "startup.sh").read_text()
+    default = re.search(r"setting KAFKA_TOPIC_PARTITIONS kafka-topic-partitions (\d+)", startup)
+    assert default and int(default.group(1)) == TOPIC_PARTITIONS

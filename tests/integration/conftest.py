@@ -22,7 +22,7 @@ from common import settings
 from services.scratch import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TOPIC_PARTITIONS = 4
+TOPIC_PARTITIONS = settings.TOPIC_PARTITIONS
 
 
 @pytest.fixture(scope="session")

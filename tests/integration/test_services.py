@@ -14,7 +14,14 @@ import psycopg2
 import pytest
 from kafka import KafkaAdminClient
 
-from common.settings import REPO_ROOT, kafka_bootstrap_servers, kafka_topic, pg_dsn, spark_jars_dir
+from common.settings import (
+    REPO_ROOT,
+    TOPIC_PARTITIONS,
+    kafka_bootstrap_servers,
+    kafka_topic,
+    pg_dsn,
+    spark_jars_dir,
+)
 from services import kafka, maven, postgres
 from services.migrate import migrate
 from services.scratch import scratch_database
@@ -163,7 +170,7 @@ def test_up_loads_exactly_the_users_of_the_spec(after_first_up):
 
 
 def test_up_creates_the_topic_with_four_partitions(after_first_up):
-    assert after_first_up["partitions"] == 4
+    assert after_first_up["partitions"] == TOPIC_PARTITIONS
 
 
 def test_up_prints_the_endpoints(after_first_up):
