@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import TOPIC_PARTITIONS
 from deploy.kafka_jars import LOCK_FILE, lock_text, resolve_into
 from tests.infra.terraform import TERRAFORM_DIR
 
@@ -83,7 +84,7 @@ def test_the_startup_script_installs_and_starts_kafka_with_the_topic(tmp_path, m
         "KAFKA_PORT": str(port),
         "KAFKA_CONTROLLER_PORT": str(controller_port),
         "KAFKA_TOPIC": "devices",
-        "KAFKA_TOPIC_PARTITIONS": "4",
+        "KAFKA_TOPIC_PARTITIONS": str(TOPIC_PARTITIONS),
         "KAFKA_RETENTION_HOURS": "1",
         "KAFKA_HEAP_OPTS": "-Xmx256m",
         "KAFKA_DATA_DEVICE": "",
@@ -114,7 +115,7 @@ def test_the_startup_script_installs_and_starts_kafka_with_the_topic(tmp_path, m
             == len(LOCK_FILE.read_text().splitlines()) - 2
         )
 
-        assert topic_partitions(f"127.0.0.1:{port}", "devices") == 4
+        assert topic_partitions(f"127.0.0.1:{port}", "devices") == TOPIC_PARTITIONS
 
         # A second boot changes nothing and finds the topic again.
         again = subprocess.run(
