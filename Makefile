@@ -17,8 +17,11 @@ FAKE_GCS_SERVER_VERSION := v1.56.1
 FAKE_GCS_SERVER := $(GO_BIN)/fake-gcs-server-$(FAKE_GCS_SERVER_VERSION)
 SUPERSET_VENV := $(STATE)/superset-venv
 SUPERSET_PORT ?= 8088
+# Operating-system packages (Java, Maven, PostgreSQL, Go, shellcheck, chromium): one script for
+# this Makefile and .ci/run, that installs with apt-get only what is missing.
+SYSTEM_PACKAGES := scripts/system-packages.sh
 
-.PHONY: help venv up down status demo test test-unit lint bench clean checkov shellcheck go-tools package superset-venv superset chromium test-e2e
+.PHONY: help system-packages venv up down status demo test test-unit lint bench clean checkov shellcheck go-tools package superset-venv superset chromium test-e2e
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -33,17 +36,23 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 
 venv: $(VENV)/.synced ## create .venv from the lock file
 
-up: venv ## start Kafka and PostgreSQL, apply migrations, load the users (idempotent)
-	$(PY) -m services up
+system-packages: ## install every operating-system package the targets use, when missing (root)
+	$(SYSTEM_PACKAGES) java maven postgresql go shellcheck chromium
+
+up: venv ## start Kafka and PostgreSQL, fetch Spark's jars, apply migrations, load the users (idempotent)
+	@$(SYSTEM_PACKAGES) java maven $(if $(PG_DSN),,postgresql)
+	$(PY) -m localstack up
+	$(PY) -m devtools.maven spark-kafka
+	$(PY) -m migrations
 
 down: ## stop the local Kafka and PostgreSQL
-	@if [ -x $(PY) ]; then $(PY) -m services down; fi
+	@if [ -x $(PY) ]; then $(PY) -m localstack down; fi
 
 status: venv ## show what runs and where
-	$(PY) -m services status
+	$(PY) -m localstack status
 
 demo: up ## simulate traffic, run the pipeline, print what it computed
-	$(PY) -m services.demo
+	$(PY) -m devtools.demo
 
 test: up checkov shellcheck go-tools ## run the whole test suite against real Kafka, Spark and PostgreSQL
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -67,19 +76,20 @@ checkov: $(CHECKOV) ## install Checkov (Terraform checks) in its own virtualenv
 
 # Resolves docker-compose.airflow.yml's environment as `docker compose config` does (no Docker here).
 $(COMPOSEENV): tests/infra/composeenv/main.go tests/infra/composeenv/go.mod tests/infra/composeenv/go.sum
+	@$(SYSTEM_PACKAGES) go
 	cd tests/infra/composeenv && GOFLAGS=-mod=readonly go build -o $(COMPOSEENV) .
 
-# The Cloud Storage emulator the gs:// tests start (services/gcs_emulator.py).
+# The Cloud Storage emulator the gs:// tests start (devtools/gcs_emulator.py).
 $(FAKE_GCS_SERVER):
+	@$(SYSTEM_PACKAGES) go
 	mkdir -p $(GO_BIN)/.build
 	GOBIN=$(GO_BIN)/.build go install github.com/fsouza/fake-gcs-server@$(FAKE_GCS_SERVER_VERSION)
 	mv $(GO_BIN)/.build/fake-gcs-server $@
 
 go-tools: $(COMPOSEENV) $(FAKE_GCS_SERVER) ## build the Go tools of the tests (Compose's loader, the GCS emulator)
 
-shellcheck: ## install Debian's shellcheck when missing (checks the Kafka VM's startup script)
-	@command -v shellcheck >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq shellcheck; } \
-		|| echo "shellcheck missing: install it (Debian: apt-get install -y shellcheck) or its test is skipped"
+shellcheck: ## install Debian's shellcheck when missing (checks the shell scripts)
+	@$(SYSTEM_PACKAGES) shellcheck || echo "shellcheck missing: its tests are skipped"
 
 package: venv ## build the code Dataproc runs into build/gcp/code/, which terraform apply uploads
 	$(PY) -m deploy.package
@@ -104,10 +114,7 @@ superset: up superset-venv ## set up Superset with the dashboards of superset/ a
 	./superset.sh run --host 127.0.0.1 --port $(SUPERSET_PORT) --with-threads
 
 chromium: ## install Debian's chromium and chromium-driver when missing (the browser of test-e2e)
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	    if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
-	    else echo "error: install Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"; exit 1; fi; \
-	fi
+	@$(SYSTEM_PACKAGES) chromium
 
 test-e2e: up superset-venv chromium ## the dashboard in headless Chromium against Superset and a pipeline run; writes docs/dashboard.png
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)

@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from common.settings import TOPIC_PARTITIONS
-from services.scratch import scratch_database
+from devtools.scratch_db import scratch_database
 from simulator import APPS, antenna_id, device_id, unknown_device_id
 from spark_jobs import batch as batch_job
 from spark_jobs import postgres

@@ -62,9 +62,10 @@ from kafka.errors import KafkaError
 from bench.streaming import PARTITIONS, create_topic, delete_topic
 from common import settings
 from common.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
-from services import kafka, maven, postgres
-from services.errors import ServiceError
-from services.scratch import scratch_database
+from common.errors import CommandError
+from devtools import maven
+from devtools.scratch_db import scratch_database
+from localstack import kafka_broker, postgres_server
 from simulator.cli import parse_start
 from spark_jobs.storage import StorageLayout
 
@@ -308,7 +309,7 @@ def bring_up(start) -> str:
     for attempt in range(1, SERVICE_UP_ATTEMPTS + 1):
         try:
             return start()
-        except ServiceError as error:
+        except CommandError as error:
             if attempt == SERVICE_UP_ATTEMPTS:
                 raise
             log.warning("starting a service failed (%s); trying again", error)
@@ -317,11 +318,11 @@ def bring_up(start) -> str:
 
 
 def start_postgres() -> str:
-    return bring_up(postgres.up)
+    return bring_up(postgres_server.up)
 
 
 def start_kafka() -> str:
-    return bring_up(lambda: kafka.up(maven.kafka_jars_dir()))
+    return bring_up(lambda: kafka_broker.up(maven.kafka_jars_dir()))
 
 
 def restore_services() -> list[str]:
@@ -331,18 +332,18 @@ def restore_services() -> list[str]:
     for start in (start_postgres, start_kafka):
         try:
             reports.append(start())
-        except ServiceError as error:
+        except CommandError as error:
             reports.append(f"error: {error}")
     return reports
 
 
 def require_local_services() -> None:
-    if not kafka.is_local() or postgres.is_external():
+    if not kafka_broker.is_local() or postgres_server.is_external():
         raise SystemExit(
             "error: bench.faults stops and starts the local services of `make up`; unset PG_DSN "
             "and KAFKA_BOOTSTRAP_SERVERS"
         )
-    if kafka.our_running_pid() is None or postgres.our_running_pid() is None:
+    if kafka_broker.our_running_pid() is None or postgres_server.our_running_pid() is None:
         raise SystemExit("error: the local Kafka broker and PostgreSQL server must run: `make up`")
 
 
@@ -528,9 +529,9 @@ class OutageInjector(threading.Thread):
             self.active = fault.kind
             try:
                 if fault.kind == "postgres_outage":
-                    self._outage(record, postgres.down, start_postgres, fault.down_seconds)
+                    self._outage(record, postgres_server.down, start_postgres, fault.down_seconds)
                 else:
-                    self._outage(record, kafka.down, start_kafka, fault.down_seconds)
+                    self._outage(record, kafka_broker.down, start_kafka, fault.down_seconds)
             except Exception as error:  # noqa: BLE001 - recorded; the next outages still run
                 record["error"] = f"{type(error).__name__}: {error}"
             finally:

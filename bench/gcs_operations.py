@@ -37,9 +37,9 @@ from pathlib import Path
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from common import settings
-from services.gcs_emulator import GcsEmulator
-from services.maven import ensure_jars, gcs_connector_jars
-from services.scratch import scratch_database
+from devtools.gcs_emulator import GcsEmulator
+from devtools.maven import ensure_jars, gcs_connector_jars
+from devtools.scratch_db import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "gcs_operations.json"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psycopg2
 
-from services.scratch import scratch_database
+from devtools.scratch_db import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = REPO_ROOT / "bench" / "serving_sql"

@@ -35,7 +35,7 @@ from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from common import settings
-from services.scratch import scratch_database
+from devtools.scratch_db import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "streaming.json"

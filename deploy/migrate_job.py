@@ -55,12 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="platform-") as scratch:
         unpack_bundle(find_bundle(sys.path), Path(scratch))
-        secrets = importlib.import_module("common.secrets")
-        migrate = importlib.import_module("services.migrate")
-        errors = importlib.import_module("services.errors")
+        secret_manager = importlib.import_module("common.secret_manager")
+        runner = importlib.import_module("migrations.runner")
+        errors = importlib.import_module("common.errors")
         try:
-            migrate.migrate(secrets.resolve_pg_dsn(args.pg_dsn or "", args.pg_dsn_secret))
-        except errors.ServiceError as error:
+            runner.migrate(secret_manager.resolve_pg_dsn(args.pg_dsn or "", args.pg_dsn_secret))
+        except errors.CommandError as error:
             sys.exit(f"error: {error}")
 
 

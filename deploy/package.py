@@ -2,8 +2,9 @@
 gs://BUCKET/code/ (storage.tf): `python -m deploy.package` (or `make package`).
 
     platform.zip               the packages the jobs import (common, spark_jobs), what the
-                               migration job needs (services, migrations, sql), for --py-files,
-                               and the simulator, to send traffic from a node inside the VPC
+                               migration job needs (migrations, sql), for --py-files, and the
+                               simulator, to send traffic from a node inside the VPC; none of
+                               the laptop's tooling (localstack, devtools)
     spark_jobs/batch.py        main file of the hourly batch job (the DAG's code_uri layout)
     spark_jobs/streaming.py    main file of the long-running streaming job
     deploy/migrate_job.py      main file of the job that migrates Cloud SQL
@@ -25,7 +26,7 @@ from common.settings import REPO_ROOT
 
 BUILD_DIR = REPO_ROOT / "build" / "gcp" / "code"
 BUNDLE_NAME = "platform.zip"
-BUNDLED_PACKAGES = ("common", "spark_jobs", "services", "migrations", "simulator")
+BUNDLED_PACKAGES = ("common", "spark_jobs", "migrations", "simulator")
 BUNDLED_DATA = ("sql",)
 MAIN_FILES = ("spark_jobs/batch.py", "spark_jobs/streaming.py", "deploy/migrate_job.py")
 JARS_FOLDER = "jars"
@@ -74,7 +75,7 @@ def copy_connector_jars(target_dir: Path, jars: list[Path]) -> list[Path]:
 def spark_kafka_connector_jars() -> list[Path]:
     """The connector jars local Spark uses (fetched by Maven once): the same versions on
     Dataproc."""
-    from services import maven
+    from devtools import maven
 
     return maven.ensure_jars(maven.spark_kafka_jars())
 

@@ -1,4 +1,4 @@
-"""Alembic's entry point for this project, used through `services.migrate.migrate(dsn)`.
+"""Alembic's entry point for this project, used through `migrations.runner.migrate(dsn)`.
 
 The caller passes an open connection in `config.attributes["connection"]`, so the migrations run in
 the caller's transaction. There is no alembic.ini: the DSN is never written to a file.
@@ -26,5 +26,5 @@ def run_migrations(connection) -> None:
 
 connection = context.config.attributes.get("connection")
 if connection is None or context.is_offline_mode():
-    raise RuntimeError("run the migrations with `python -m services migrate --dsn DSN`")
+    raise RuntimeError("run the migrations with `python -m migrations --dsn DSN`")
 run_migrations(connection)

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from common import secrets, settings
+from common import secret_manager, settings
 from common.cli_types import non_negative_int
 from spark_jobs import completeness, postgres, quality_gate, raw_hours
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, totals_per_window
@@ -95,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pg-dsn-secret",
-        default=secrets.pg_dsn_secret_default(),
+        default=secret_manager.pg_dsn_secret_default(),
         help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)",
     )
     parser.add_argument(
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     # kafka-python serves the completeness check only, whose outcome is logged in one line.
     logging.getLogger("kafka").setLevel(logging.WARNING)
     args = parse_args(argv)
-    args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
+    args.pg_dsn = secret_manager.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
     except (QualityGateFailed, NoDataForCountedHour) as error:

@@ -32,7 +32,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from common import secrets, settings
+from common import secret_manager, settings
 from common.cli_types import non_negative_float, positive_float, positive_int
 from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_window
@@ -133,7 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pg-dsn-secret",
-        default=secrets.pg_dsn_secret_default(),
+        default=secret_manager.pg_dsn_secret_default(),
         help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)",
     )
     parser.add_argument(
@@ -800,7 +800,7 @@ def main(argv: list[str] | None = None) -> None:
     # Py4J's callback server logs every connection; its lines would bury the job's own.
     logging.getLogger("py4j").setLevel(logging.WARNING)
     args = parse_args(argv)
-    args.pg_dsn = secrets.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
+    args.pg_dsn = secret_manager.resolve_pg_dsn(args.pg_dsn, args.pg_dsn_secret)
     try:
         run(args)
     except Interrupted:

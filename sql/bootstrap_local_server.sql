@@ -1,4 +1,4 @@
--- Run by `python -m services up` as the superuser of the local server it started, with psql
+-- Run by `make up` (`python -m localstack up`) as the superuser of the local server it started, with psql
 -- variables `role`, `password` and `dbname` taken from the DSN. Creates only what is missing, so it
 -- can run on every `up`. CREATEDB lets tests create and drop scratch databases.
 SELECT format('CREATE ROLE %I LOGIN CREATEDB PASSWORD %L', :'role', :'password')

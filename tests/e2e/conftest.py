@@ -25,7 +25,7 @@ import requests
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from common import settings
-from services.scratch import scratch_database
+from devtools.scratch_db import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOPIC_PARTITIONS = settings.TOPIC_PARTITIONS

@@ -25,7 +25,7 @@ from tests.infra.terraform import (
     terraform_binary,
 )
 
-SPARK_KAFKA_POM = REPO_ROOT / "services" / "maven" / "spark-kafka" / "pom.xml"
+SPARK_KAFKA_POM = REPO_ROOT / "devtools" / "maven" / "spark-kafka" / "pom.xml"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import psycopg2
 import pytest
 
 from deploy import package
-from services.scratch import scratch_database
+from devtools.scratch_db import scratch_database
 
 pytestmark = pytest.mark.services
 
@@ -33,16 +33,18 @@ def test_the_bundle_holds_the_packages_and_sql_but_no_byte_code(bundle):
     names = zipfile.ZipFile(bundle / "platform.zip").namelist()
     for required in (
         "common/settings.py",
-        "common/secrets.py",
+        "common/secret_manager.py",
         "spark_jobs/batch.py",
         "spark_jobs/postgres.py",
-        "services/migrate.py",
+        "migrations/runner.py",
         "migrations/env.py",
         "sql/migrations/V001__serving_schema.sql",
         "sql/seed_users.sql",
     ):
         assert required in names, f"{required} missing from platform.zip"
     assert not [name for name in names if name.endswith(".pyc") or "__pycache__" in name]
+    # The laptop's tooling stays out of what Dataproc runs.
+    assert not [name for name in names if name.split("/")[0] in ("localstack", "devtools")]
 
 
 def run_migrate_job(bundle, dsn, cwd):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from common.secrets import resolve_pg_dsn
+from common.secret_manager import resolve_pg_dsn
 
 SECRET = "projects/usage-demo/secrets/usage-postgres-dsn/versions/latest"
 

@@ -19,7 +19,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError
 
 from common import settings
-from services.scratch import scratch_database
+from devtools.scratch_db import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOPIC_PARTITIONS = settings.TOPIC_PARTITIONS

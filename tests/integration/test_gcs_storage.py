@@ -17,8 +17,8 @@ import uuid
 
 import pytest
 
-from services.gcs_emulator import GcsEmulator
-from services.maven import ensure_jars, gcs_connector_jars
+from devtools.gcs_emulator import GcsEmulator
+from devtools.maven import ensure_jars, gcs_connector_jars
 from tests.integration.conftest import REPO_ROOT, epoch, load_summary, query, run_module
 from tests.integration.test_batch import HOUR, hourly_expectations, hourly_tables
 

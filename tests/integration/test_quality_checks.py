@@ -17,7 +17,7 @@ import pytest
 from platform_airflow.quality import SpeedDriftOperator
 from psycopg2.extras import execute_values
 
-from services.scratch import scratch_database
+from devtools.scratch_db import scratch_database
 from spark_jobs.quality_gate import load_checks, run_checks
 from tests.integration.conftest import query
 

@@ -1,6 +1,7 @@
-"""`python -m services` against real servers: `up` is idempotent, and failures are one clean line.
+"""`make up` and `python -m localstack` / `python -m migrations` against real servers: `up` is
+idempotent, and failures are one clean line.
 
-These run `up` itself (quick when `make up` already ran) and leave the services running.
+These run `make up` itself (quick when it already ran) and leave the services running.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from common.settings import (
     pg_dsn,
     spark_jars_dir,
 )
-from services import kafka, maven, postgres
-from services.migrate import migrate
-from services.scratch import scratch_database
+from devtools import maven
+from devtools.scratch_db import scratch_database
+from localstack import kafka_broker, postgres_server
+from migrations.runner import migrate
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(600)]
 
@@ -57,14 +59,18 @@ EXPECTED_USER_ROWS = [
 ]
 
 
-def run_services(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_up() -> subprocess.CompletedProcess:
+    """The README's `make up`: the local stack, Spark's jars, the migrations."""
+    return run(["make", "-s", "up"])
+
+
+def run_module(module: str, *args: str, env: dict[str, str] | None = None):
+    return run([sys.executable, "-m", module, *args], env=env)
+
+
+def run(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "services", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=540,
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=540
     )
 
 
@@ -117,14 +123,16 @@ def local_state() -> dict[str, object]:
         "spark jars": sorted(p.name for p in spark_jars_dir().glob("*.jar")),
         "spark jars stamp mtime": (spark_jars_dir() / maven.STAMP_NAME).stat().st_mtime_ns,
     }
-    if kafka.is_local():
-        state["kafka pid"] = kafka.our_running_pid()
-        state["kafka storage"] = kafka.paths().formatted_marker.read_text()  # holds the cluster id
+    if kafka_broker.is_local():
+        state["kafka pid"] = kafka_broker.our_running_pid()
+        state["kafka storage"] = (
+            kafka_broker.paths().formatted_marker.read_text()
+        )  # holds the cluster id
         state["kafka jars stamp mtime"] = (
             (maven.kafka_jars_dir() / maven.STAMP_NAME).stat().st_mtime_ns
         )
-    if not postgres.is_external():
-        state["postgres pid"] = postgres.our_running_pid()
+    if not postgres_server.is_external():
+        state["postgres pid"] = postgres_server.our_running_pid()
     return state
 
 
@@ -153,13 +161,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def after_first_up() -> dict[str, object]:
-    result = run_services("up")
+    result = run_up()
     assert result.returncode == 0, result.stderr
     return snapshot()
 
 
 def test_second_up_succeeds_and_changes_nothing(after_first_up):
-    result = run_services("up")
+    result = run_up()
 
     assert result.returncode == 0, result.stderr
     assert snapshot() == after_first_up
@@ -174,7 +182,7 @@ def test_up_creates_the_topic_with_four_partitions(after_first_up):
 
 
 def test_up_prints_the_endpoints(after_first_up):
-    result = run_services("up")
+    result = run_up()
 
     for name in (
         "KAFKA_BOOTSTRAP_SERVERS",
@@ -187,7 +195,7 @@ def test_up_prints_the_endpoints(after_first_up):
 
 
 def test_status_reports_both_services_running(after_first_up):
-    result = run_services("status")
+    result = run_module("localstack", "status")
 
     assert result.returncode == 0, result.stderr
     assert "kafka: running" in result.stdout or "kafka: external" in result.stdout
@@ -205,7 +213,7 @@ def test_up_refuses_a_kafka_port_taken_by_another_program(tmp_path):
             "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{port}",
         }
 
-        result = run_services("up", env=env)
+        result = run_module("localstack", "up", env=env)
 
     error = assert_one_line_error(result)
     assert f"port {port}" in error
@@ -220,14 +228,14 @@ def test_up_without_java_says_so(tmp_path):
     }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
 
-    result = run_services("up", env=env)
+    result = run_module("localstack", "up", env=env)
 
     assert "java" in assert_one_line_error(result)
 
 
 def test_migrate_of_an_unreachable_database_is_one_line():
-    result = run_services(
-        "migrate", "--dsn", f"postgresql://nobody:secret@127.0.0.1:{free_port()}/nowhere"
+    result = run_module(
+        "migrations", "--dsn", f"postgresql://nobody:secret@127.0.0.1:{free_port()}/nowhere"
     )
 
     error = assert_one_line_error(result)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg2
 import pytest
 
-from services.scratch import scratch_database
+from devtools.scratch_db import scratch_database
 from tests.integration.conftest import query
 
 pytestmark = pytest.mark.services

@@ -19,9 +19,9 @@ import pytest
 from kafka import KafkaProducer
 
 from common import settings
-from services import kafka as local_kafka
-from services import maven
-from services.postgres import dsn_parts
+from devtools import maven
+from localstack import kafka_broker as local_kafka
+from localstack.postgres_server import dsn_parts
 from spark_jobs.storage import StorageLayout
 from tests.integration.conftest import (
     REPO_ROOT,

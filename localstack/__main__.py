@@ -1,7 +1,7 @@
-"""`python -m services up|down|status|migrate`: the local Kafka and PostgreSQL behind `make up` /
+"""`python -m localstack up|down|status`: the laptop's Kafka and PostgreSQL behind `make up` /
 `make down`.
 
-Every failure is one line on stderr and a non-zero exit status; SERVICES_DEBUG=1 adds the
+Every failure is one line on stderr and a non-zero exit status; LOCALSTACK_DEBUG=1 adds the
 traceback of unexpected errors.
 """
 
@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.errors import CommandError
 from common.settings import (
     kafka_bootstrap_servers,
     kafka_topic,
@@ -21,17 +22,15 @@ from common.settings import (
     spark_jars_dir,
     storage_root,
 )
-from services import kafka, maven, postgres
-from services.errors import ServiceError
-from services.migrate import migrate
+from devtools import maven
+from localstack import kafka_broker, postgres_server
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m services",
+        prog="python -m localstack",
         description=(
-            "Start, stop and inspect the local Kafka broker and PostgreSQL server, and migrate "
-            "databases."
+            "Start, stop and inspect the local Kafka broker and PostgreSQL server."
             " Endpoints come from KAFKA_BOOTSTRAP_SERVERS, KAFKA_TOPIC, PG_DSN, STORAGE_ROOT and"
             " PLATFORM_STATE_DIR; when KAFKA_BOOTSTRAP_SERVERS points elsewhere or PG_DSN is set,"
             " those servers are used and nothing is started for them."
@@ -40,38 +39,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser(
         "up",
-        help=(
-            "fetch jars, start Kafka and PostgreSQL (or check the given ones), ensure the topic, "
-            "migrate, load users"
-        ),
+        help="start Kafka and PostgreSQL (or check the given ones) and ensure the topic",
     )
     commands.add_parser(
         "down", help="stop the Kafka and PostgreSQL that `up` started (fine if none runs)"
     )
     commands.add_parser("status", help="show what runs and where")
-    migrate_parser = commands.add_parser(
-        "migrate", help="apply the schema migrations and the users seed to a database"
-    )
-    migrate_parser.add_argument(
-        "--dsn",
-        default=None,
-        help="libpq URI of the database (default: PG_DSN, else the local server's)",
-    )
     return parser.parse_args(argv)
 
 
 def up() -> None:
     started = time.monotonic()
     # Checks first, so a taken port or a missing tool fails in a second, not after downloads.
-    kafka.preflight()
-    postgres.preflight()
-    maven.ensure_jars(maven.spark_kafka_jars())
+    kafka_broker.preflight()
+    postgres_server.preflight()
     # A running broker keeps its jars: replacing them under a live JVM could break it mid-run.
-    if kafka.is_local() and kafka.our_running_pid() is None:
+    if kafka_broker.is_local() and kafka_broker.our_running_pid() is None:
         maven.ensure_jars(maven.kafka_broker_jars())
-    print(kafka.up(maven.kafka_jars_dir()), flush=True)
-    print(postgres.up(), flush=True)
-    migrate(pg_dsn())
+    print(kafka_broker.up(maven.kafka_jars_dir()), flush=True)
+    print(postgres_server.up(), flush=True)
     create_local_storage_root()
     print_endpoints()
     print(f"up: ready in {time.monotonic() - started:.1f} s")
@@ -83,7 +69,7 @@ def create_local_storage_root() -> None:
 
 
 def print_endpoints() -> None:
-    dsn = postgres.masked(pg_dsn()) if postgres.is_external() else pg_dsn()
+    dsn = postgres_server.masked(pg_dsn()) if postgres_server.is_external() else pg_dsn()
     endpoints = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap_servers(),
         "KAFKA_TOPIC": kafka_topic(),
@@ -97,13 +83,13 @@ def print_endpoints() -> None:
 
 
 def down() -> None:
-    print(kafka.down(), flush=True)
-    print(postgres.down(), flush=True)
+    print(kafka_broker.down(), flush=True)
+    print(postgres_server.down(), flush=True)
 
 
 def status() -> None:
-    print(kafka.status())
-    print(postgres.status())
+    print(kafka_broker.status())
+    print(postgres_server.status())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,21 +101,19 @@ def main(argv: list[str] | None = None) -> int:
             down()
         elif args.command == "status":
             status()
-        elif args.command == "migrate":
-            migrate(args.dsn or pg_dsn())
         return 0
-    except ServiceError as error:
+    except CommandError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as error:
-        if os.environ.get("SERVICES_DEBUG"):
+        if os.environ.get("LOCALSTACK_DEBUG"):
             raise
         message = " ".join(str(error).split())
         print(
-            f"error: unexpected {type(error).__name__}: {message}; rerun with SERVICES_DEBUG=1 "
+            f"error: unexpected {type(error).__name__}: {message}; rerun with LOCALSTACK_DEBUG=1 "
             "for the traceback",
             file=sys.stderr,
         )

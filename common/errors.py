@@ -1,8 +1,9 @@
-"""The one kind of failure the command line reports: a short sentence saying what is wrong and what
-to do.
+"""The one kind of failure the command-line tools report: a short sentence saying what is wrong
+and what to do.
 
-`python -m services` prints a `ServiceError` as one line on stderr and exits non-zero, without a
-traceback, because the reader is someone running `make up`, not someone debugging this package.
+`python -m localstack`, `python -m migrations` and the migration job print a `CommandError` as
+one line on stderr and exit non-zero, without a traceback, because the reader is someone running
+`make up` or `terraform apply`, not someone debugging the code.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import shutil
 
 
-class ServiceError(Exception):
+class CommandError(Exception):
     """A problem the user can fix; the message names it and the fix, on one line."""
 
     def __init__(self, message: str) -> None:
@@ -18,10 +19,10 @@ class ServiceError(Exception):
 
 
 def require_command(name: str, how_to_install: str) -> str:
-    """The full path of an executable on PATH, or a ServiceError telling how to get it."""
+    """The full path of an executable on PATH, or a CommandError telling how to get it."""
     path = shutil.which(name)
     if path is None:
-        raise ServiceError(f"`{name}` is not on PATH; {how_to_install}")
+        raise CommandError(f"`{name}` is not on PATH; {how_to_install}")
     return path
 
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from common.errors import CommandError, first_line
 from common.settings import REPO_ROOT, pg_dsn, state_dir
-from services import processes
-from services.errors import ServiceError, first_line
-from services.ports import require_free_port
+from localstack import processes
+from localstack.ports import require_free_port
 
 DEBIAN_BINARIES = "/usr/lib/postgresql/*/bin"
 SERVER_USER = "postgres"
@@ -93,7 +93,7 @@ def dsn_parts(dsn: str) -> dict[str, str]:
     try:
         return parse_dsn(dsn)
     except ProgrammingError as error:  # libpq's message
-        raise ServiceError(
+        raise CommandError(
             f"PG_DSN is not a valid libpq DSN ({first_line(error)}); e.g. "
             "postgresql://user:pw@host:5432/db"
         ) from None
@@ -162,7 +162,7 @@ def up() -> str:
     if is_external():
         reason = answers(dsn, timeout_s=10)
         if reason is not None:
-            raise ServiceError(
+            raise CommandError(
                 f"PostgreSQL at PG_DSN={masked(dsn)} is not reachable ({reason}); check PG_DSN "
                 "and the server, or unset PG_DSN to start a local server"
             )
@@ -205,7 +205,7 @@ def down() -> str:
         ]
     )
     if result.returncode != 0:
-        raise ServiceError(
+        raise CommandError(
             f"PostgreSQL (pid {pid}) did not stop: {first_line(result.stdout)}; see {paths().log}"
         )
     return f"postgres: stopped (pid {pid})"
@@ -230,15 +230,14 @@ def status() -> str:
 
 
 def binaries_dir() -> Path:
-    """The newest server binaries: Debian's versioned folders first, then PATH; installed if
-    root."""
+    """The newest server binaries: Debian's versioned folders first, then PATH."""
     found = find_binaries_dir()
     if found is None:
-        install_with_apt()
-        found = find_binaries_dir()
-    if found is None:
-        raise ServiceError(
-            "PostgreSQL was installed but its binaries were not found in " + DEBIAN_BINARIES
+        raise CommandError(
+            "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH); "
+            "install them with `scripts/system-packages.sh postgresql` (what `make up` runs; "
+            "Debian/Ubuntu: `sudo apt-get install -y postgresql`) or set PG_DSN to an existing "
+            "server"
         )
     return found
 
@@ -251,40 +250,6 @@ def find_binaries_dir() -> Path | None:
     return Path(pg_ctl).parent if pg_ctl else None
 
 
-def install_with_apt() -> None:
-    if not (runs_as_root() and shutil.which("apt-get")):
-        raise ServiceError(
-            "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin and PATH); "
-            "install them (Debian/Ubuntu: `sudo apt-get install -y postgresql`) or set PG_DSN "
-            "to an existing server"
-        )
-    print(
-        "postgres: installing the postgresql package with apt-get (first run only)...", flush=True
-    )
-    # The package would otherwise create and start a system-wide cluster on port 5432, the port
-    # our own server needs.
-    drop_in = Path("/etc/postgresql-common/createcluster.d/no-main-cluster.conf")
-    drop_in.parent.mkdir(parents=True, exist_ok=True)
-    drop_in.write_text(
-        "# Written by the mobile-usage platform's `make up`: it runs its own cluster.\n"
-        "create_main_cluster = false\n"
-    )
-    log_path = state_dir() / "logs" / "apt-postgresql.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    with open(log_path, "w") as log:
-        for command in (
-            ["apt-get", "update"],
-            ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
-        ):
-            if subprocess.run(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            ).returncode:
-                raise ServiceError(
-                    f"`{' '.join(command)}` failed; see {log_path}, or install PostgreSQL yourself"
-                )
-
-
 def runs_as_root() -> bool:
     return os.geteuid() == 0
 
@@ -293,7 +258,7 @@ def require_server_user() -> None:
     try:
         pwd.getpwnam(SERVER_USER)
     except KeyError:
-        raise ServiceError(
+        raise CommandError(
             f"PostgreSQL refuses to run as root and there is no `{SERVER_USER}` system user;"
             f" create it (`useradd --system {SERVER_USER}`) or run `make up` as a normal user"
         ) from None
@@ -303,7 +268,7 @@ def require_reachable_by_server_user(folder: Path) -> None:
     """The server user must be able to walk down to its data folder through our parents."""
     for parent in folder.resolve().parents:
         if parent.exists() and not parent.stat().st_mode & 0o001:
-            raise ServiceError(
+            raise CommandError(
                 f"the `{SERVER_USER}` user cannot enter {parent}, so PostgreSQL cannot reach its "
                 "data;"
                 f" run `chmod o+x {parent}` or set PLATFORM_STATE_DIR to a folder it can reach"
@@ -348,7 +313,7 @@ def init_cluster(bin_dir: Path) -> None:
     with open(pg.log, "a") as log:
         log.write(result.stdout)
     if result.returncode != 0:
-        raise ServiceError(
+        raise CommandError(
             f"initdb failed ({first_line(result.stdout)}); see {pg.log}, delete {pg.data} and rerun"
         )
     with open(pg.data / "postgresql.conf", "a") as conf:
@@ -381,7 +346,7 @@ def start_server(bin_dir: Path) -> None:
         "-w", "-t", str(STARTUP_TIMEOUT_S),
     ])  # fmt: skip
     if result.returncode != 0:
-        raise ServiceError(
+        raise CommandError(
             f"PostgreSQL did not start within {STARTUP_TIMEOUT_S} s "
             f"({first_line(result.stdout)}); see {pg.log}"
         )
@@ -419,7 +384,7 @@ def ensure_role_and_database(bin_dir: Path) -> None:
         input_text=BOOTSTRAP_SQL.read_text(),
     )  # fmt: skip
     if result.returncode != 0:
-        raise ServiceError(
+        raise CommandError(
             f"creating the role and database failed: {first_line(result.stdout)}; see {paths().log}"
         )
 
@@ -431,6 +396,6 @@ def wait_until_answering(dsn: str) -> None:
         time.sleep(0.5)
         reason = answers(dsn)
     if reason is not None:
-        raise ServiceError(
+        raise CommandError(
             f"PostgreSQL runs but {masked(dsn)} does not answer ({reason}); see {paths().log}"
         )

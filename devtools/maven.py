@@ -7,15 +7,17 @@ file beside the jars records what they were fetched from, so a second `up` skips
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib.util
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import CommandError, first_line, require_command
 from common.settings import gcs_jars_dir, spark_jars_dir, state_dir
-from services.errors import ServiceError, first_line, require_command
 
 POMS_DIR = Path(__file__).resolve().parent / "maven"
 STAMP_NAME = ".fetched-from"
@@ -66,7 +68,7 @@ def gcs_connector_jars() -> JarSet:
 def pyspark_jar_names() -> list[str]:
     spec = importlib.util.find_spec("pyspark")
     if spec is None or spec.origin is None:
-        raise ServiceError(
+        raise CommandError(
             "pyspark is not installed in this Python; run `make venv` and use .venv/bin/python"
         )
     return sorted(jar.name for jar in (Path(spec.origin).parent / "jars").glob("*.jar"))
@@ -128,7 +130,7 @@ def run_copy_dependencies(mvn: str, jar_set: JarSet, staging: Path) -> None:
         )
     if result.returncode != 0:
         reason = first_maven_error(log_path.read_text(errors="replace"))
-        raise ServiceError(
+        raise CommandError(
             f"Maven could not fetch the {jar_set.name} jars ({reason}); check access to Maven "
             "Central"
             f" (full output: {log_path}) and rerun `make up`"
@@ -170,3 +172,31 @@ def replace_jars(target: Path, jars: list[Path]) -> None:
         old.unlink()
     for jar in jars:
         shutil.move(str(jar), target / jar.name)
+
+
+JAR_SETS = {
+    "spark-kafka": spark_kafka_jars,
+    "kafka-broker": kafka_broker_jars,
+    "gcs-connector": gcs_connector_jars,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m devtools.maven [SET...]`: fetch the named jar sets (default: Spark's Kafka
+    connector, what every local Spark job needs; `make up` runs this)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.maven", description="Fetch jars from Maven Central, once."
+    )
+    parser.add_argument("sets", nargs="*", choices=sorted(JAR_SETS), default=["spark-kafka"])
+    args = parser.parse_args(argv)
+    try:
+        for name in args.sets:
+            ensure_jars(JAR_SETS[name]())
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+from common.errors import CommandError, first_line
 from common.settings import REPO_ROOT
-from services.errors import ServiceError, first_line
 
 MIGRATIONS_DIR = REPO_ROOT / "migrations"
 SEED_USERS_SQL = REPO_ROOT / "sql" / "seed_users.sql"
@@ -27,7 +27,7 @@ def sqlalchemy_url(dsn: str):
     try:
         parts = parse_dsn(dsn)
     except ProgrammingError as error:  # libpq's message
-        raise ServiceError(
+        raise CommandError(
             f"the DSN is not valid ({first_line(error)}); write it like "
             "postgresql://user:password@host:5432/database"
         ) from None
@@ -76,7 +76,7 @@ def upgrade_and_seed(dsn: str) -> str | None:
             execute_sql_file(connection, SEED_USERS_SQL)
             return MigrationContext.configure(connection).get_current_revision()
     except sqlalchemy.exc.DBAPIError as error:
-        raise ServiceError(f"migrating the database failed: {first_line(error.orig)}") from None
+        raise CommandError(f"migrating the database failed: {first_line(error.orig)}") from None
     finally:
         engine.dispose()
 
@@ -87,7 +87,7 @@ def connect(engine):
     try:
         return engine.connect()
     except sqlalchemy.exc.DBAPIError as error:
-        raise ServiceError(
+        raise CommandError(
             f"cannot connect to PostgreSQL to migrate it ({first_line(error.orig)});"
             " check the DSN and that the server runs"
         ) from None

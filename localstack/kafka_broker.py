@@ -19,11 +19,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import CommandError, first_line, require_command
 from common.settings import TOPIC_PARTITIONS as CONTRACT_TOPIC_PARTITIONS
 from common.settings import kafka_bootstrap_servers, kafka_topic, state_dir
-from services import processes
-from services.errors import ServiceError, first_line, require_command
-from services.ports import is_local_host, require_free_port, split_host_port
+from localstack import processes
+from localstack.ports import is_local_host, require_free_port, split_host_port
 
 DEFAULT_CONTROLLER_PORT = 9093
 TOPIC_PARTITIONS = CONTRACT_TOPIC_PARTITIONS
@@ -202,7 +202,7 @@ def start_broker(jars_dir: Path, host: str, port: int) -> int:
 def server_properties(kafka: KafkaPaths, host: str, port: int) -> str:
     listeners = f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port()}"
     return f"""\
-# Written by `python -m services up` on every start; edit services/kafka.py instead.
+# Written by `python -m localstack up` on every start; edit localstack/kafka_broker.py instead.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers={host}:{controller_port()}
@@ -228,7 +228,7 @@ def log4j2_properties(kafka: KafkaPaths) -> str:
     """Broker logs to a size-capped file; the properties format needs no extra jar (YAML would)."""
     log = kafka.server_log
     return f"""\
-# Written by `python -m services up`; edit services/kafka.py instead.
+# Written by `python -m localstack up`; edit localstack/kafka_broker.py instead.
 status = warn
 appender.file.type = RollingFile
 appender.file.name = file
@@ -276,7 +276,7 @@ def format_storage(jars_dir: Path, kafka: KafkaPaths) -> None:
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
     if result.returncode != 0:
-        raise ServiceError(
+        raise CommandError(
             f"formatting Kafka's storage in {kafka.data} failed; see {kafka.console_log}, then "
             "rerun `make up`"
         )
@@ -343,23 +343,23 @@ def wait_until_answering(
             return
         if pid is not None and not processes.is_running(pid):
             processes.reap_if_child(pid)
-            raise ServiceError(
+            raise CommandError(
                 f"Kafka exited while starting; see {paths().console_log} and {paths().server_log}"
             )
         time.sleep(0.5)
     raise on_timeout()
 
 
-def startup_timed_out(pid: int) -> ServiceError:
-    return ServiceError(
+def startup_timed_out(pid: int) -> CommandError:
+    return CommandError(
         f"Kafka (pid {pid}) did not answer on {kafka_bootstrap_servers()} within "
         f"{STARTUP_TIMEOUT_S} s;"
         f" see {paths().server_log} and {paths().console_log}, then `make down` and `make up`"
     )
 
 
-def unreachable_external_cluster() -> ServiceError:
-    return ServiceError(
+def unreachable_external_cluster() -> CommandError:
+    return CommandError(
         f"Kafka at KAFKA_BOOTSTRAP_SERVERS={kafka_bootstrap_servers()} does not answer;"
         " check the address and the network, or unset KAFKA_BOOTSTRAP_SERVERS to start a local "
         "broker"
@@ -374,9 +374,9 @@ def ensure_topic(servers: str) -> int:
     try:
         client = admin_client(servers, 10000)
     except KafkaError as error:
-        raise ServiceError(
-            f"Kafka at {servers} stopped answering ({first_line(error)}); see `python -m services "
-            "status`"
+        raise CommandError(
+            f"Kafka at {servers} stopped answering ({first_line(error)}); see "
+            "`python -m localstack status`"
         ) from None
     try:
         if topic not in client.list_topics():
@@ -390,7 +390,7 @@ def ensure_topic(servers: str) -> int:
         (description,) = client.describe_topics([topic])
         return len(description["partitions"])
     except KafkaError as error:
-        raise ServiceError(
+        raise CommandError(
             f"could not create or describe Kafka topic {topic} on {servers}: {first_line(error)}"
         ) from None
     finally:

@@ -13,7 +13,7 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
 from common.settings import pg_dsn
-from services.migrate import migrate
+from migrations.runner import migrate
 
 
 def _run_on_server(statement: sql.Composable) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 
-from services.errors import ServiceError
+from common.errors import CommandError
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -19,7 +19,7 @@ def split_host_port(address: str, default_port: int) -> tuple[str, int]:
     try:
         return host, int(port)
     except ValueError:
-        raise ServiceError(
+        raise CommandError(
             f"`{address}` is not a host:port address; write it as e.g. localhost:{default_port}"
         ) from None
 
@@ -52,7 +52,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 def require_free_port(host: str, port: int, purpose: str, how_to_change: str) -> None:
     if not port_is_free(host, port):
-        raise ServiceError(
+        raise CommandError(
             f"port {port} on {host} ({purpose}) is already in use by another program;"
             f" stop that program, or {how_to_change}"
         )
