@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from common import secret_manager, settings
+from common import job_args, secret_manager
 from common.cli_types import non_negative_int
 from spark_jobs import completeness, postgres, quality_gate, raw_hours
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_EMAIL, totals_per_window
@@ -90,37 +90,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=parse_hour,
         help="start of the UTC hour, e.g. 2026-11-27T10:00:00Z",
     )
-    parser.add_argument(
-        "--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)"
-    )
-    parser.add_argument(
-        "--pg-dsn-secret",
-        default=secret_manager.pg_dsn_secret_default(),
-        help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)",
-    )
-    parser.add_argument(
-        "--storage-root",
-        default=settings.storage_root(),
-        help="local folder or gs:// URI (env STORAGE_ROOT)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        help="the streaming job's checkpoint (default: STORAGE_ROOT/checkpoints/streaming)",
+    job_args.add_database_and_storage_args(
+        parser, "the streaming job's checkpoint (default: STORAGE_ROOT/checkpoints/streaming)"
     )
     parser.add_argument(
         "--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)"
     )
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=settings.kafka_bootstrap_servers(),
-        help="Kafka, asked for the offsets an hour needs (env KAFKA_BOOTSTRAP_SERVERS)",
-    )
-    parser.add_argument(
-        "--topic",
-        default=settings.kafka_topic(),
-        help=(
-            "topic the streaming job reads, when its checkpoint has no batch yet (env KAFKA_TOPIC)"
-        ),
+    job_args.add_kafka_args(
+        parser,
+        servers_help="Kafka, asked for the offsets an hour needs",
+        topic_help="topic the streaming job reads, when its checkpoint has no batch yet",
     )
     parser.add_argument(
         "--lateness-minutes",

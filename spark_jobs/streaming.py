@@ -32,7 +32,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from common import secret_manager, settings
+from common import job_args, secret_manager
 from common.cli_types import non_negative_float, positive_float, positive_int
 from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_window
@@ -120,29 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "Speed layer: Kafka -> raw Parquet, quarantine and 5-minute aggregates in PostgreSQL."
         ),
     )
-    parser.add_argument(
-        "--bootstrap-servers",
-        default=settings.kafka_bootstrap_servers(),
-        help="Kafka servers (env KAFKA_BOOTSTRAP_SERVERS)",
-    )
-    parser.add_argument(
-        "--topic", default=settings.kafka_topic(), help="Kafka topic (env KAFKA_TOPIC)"
-    )
-    parser.add_argument(
-        "--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)"
-    )
-    parser.add_argument(
-        "--pg-dsn-secret",
-        default=secret_manager.pg_dsn_secret_default(),
-        help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)",
-    )
-    parser.add_argument(
-        "--storage-root",
-        default=settings.storage_root(),
-        help="local folder or gs:// URI (env STORAGE_ROOT)",
-    )
-    parser.add_argument(
-        "--checkpoint", help="checkpoint location (default: STORAGE_ROOT/checkpoints/streaming)"
+    job_args.add_kafka_args(parser, servers_help="Kafka servers", topic_help="Kafka topic")
+    job_args.add_database_and_storage_args(
+        parser, "checkpoint location (default: STORAGE_ROOT/checkpoints/streaming)"
     )
     parser.add_argument(
         "--window",
