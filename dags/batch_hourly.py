@@ -28,6 +28,10 @@ A run triggered with conf `{"hour": "2026-11-27T10:00:00+00:00"}` computes that 
 its data interval: batch_republish triggers such runs for hours whose input changed after their
 publication (late data).
 
+**Alerts**: a task that fails for good notifies through `platform_airflow.alerts` with the hour,
+the task and the reason (the failed checks when the gate failed): a log line beginning with ALERT,
+and a mail when ALERT_NOTIFIER=smtp (ALERT_EMAIL_TO, ALERT_EMAIL_FROM, ALERT_SMTP_CONN_ID).
+
 Run one hour by hand: `./airflow.sh dags test batch_hourly 2026-11-27T10:00:00+00:00` runs the
 hour 09:00-10:00, the one that *ends* at the date given.
 """
@@ -38,6 +42,7 @@ import os
 from datetime import timedelta
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, chain
+from platform_airflow.alerts import hour_failure_notifier
 from platform_airflow.hours import batch_hour, parse_utc
 from platform_airflow.quality import SpeedDriftOperator
 from platform_airflow.runners import batch_runner, build_batch_task
@@ -111,7 +116,14 @@ with DAG(
     catchup=True,
     max_active_runs=MAX_ACTIVE_RUNS,
     dagrun_timeout=timedelta(hours=3),
-    default_args={"owner": "data-platform", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    default_args={
+        "owner": "data-platform",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+        # A task that fails for good (gate, completeness timeout, job after its retries) alerts:
+        # ALERT_NOTIFIER and friends (platform_airflow/alerts.py).
+        "on_failure_callback": [hour_failure_notifier(POSTGRES_CONN_ID)],
+    },
     tags=["batch", "quality", f"runner:{RUNNER}"],
     user_defined_macros={"batch_hour": batch_hour},
 ) as dag:

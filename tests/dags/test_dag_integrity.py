@@ -145,3 +145,12 @@ def test_a_run_computes_its_data_interval_or_the_hour_its_conf_names():
     assert batch_hour(republication, None) == pendulum.datetime(2026, 11, 26, 23, tz="UTC")
     with pytest.raises(ValueError, match="not the start of an hour"):
         batch_hour(type("DagRun", (), {"conf": {"hour": "2026-11-26T23:30:00+00:00"}})(), None)
+
+
+def test_every_task_of_batch_hourly_alerts_when_it_fails(batch_hourly):
+    from platform_airflow.alerts import HourFailureNotifier
+
+    for task in batch_hourly.tasks:
+        callbacks = task.on_failure_callback
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        assert any(isinstance(callback, HourFailureNotifier) for callback in callbacks), task

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.message
 import json
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -169,7 +171,7 @@ def dsn_uri(dsn: str) -> str:
 
 
 def airflow_dags_test(
-    dsn: str, storage, topic: str, logical_date: str
+    dsn: str, storage, topic: str, logical_date: str, alert_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """`./airflow.sh dags test`, exactly as an operator types it, against this test's database,
     storage and topic."""
@@ -179,6 +181,7 @@ def airflow_dags_test(
         if not key.startswith("AIRFLOW_CONN_PLATFORM")
     }
     env.update(PG_DSN=dsn_uri(dsn), STORAGE_ROOT=str(storage), AIRFLOW_VAR_KAFKA_TOPIC=topic)
+    env.update(alert_env or {})
     return subprocess.run(
         ["./airflow.sh", "dags", "test", "batch_hourly", logical_date],
         cwd=REPO_ROOT,
@@ -210,9 +213,60 @@ def serving_layers(dsn: str, hour: str = HOUR) -> set[str]:
     }
 
 
+class Inbox:
+    """A real SMTP server's handler (aiosmtpd): keeps every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_inbox():
+    """An SMTP server on a free port, and the environment that points batch_hourly's alerts at
+    it through an Airflow connection."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    connection = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": port,
+        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "airflow@localhost"},
+    }
+    env = {
+        "ALERT_NOTIFIER": "smtp",
+        "ALERT_EMAIL_TO": "operators@example.com",
+        "ALERT_SMTP_CONN_ID": "smtp_alerts",
+        "AIRFLOW_CONN_SMTP_ALERTS": json.dumps(connection),
+    }
+    try:
+        yield inbox, env
+    finally:
+        controller.stop()
+
+
+def mail_text(message: email.message.Message) -> str:
+    parts = message.walk() if message.is_multipart() else [message]
+    return "".join(
+        part.get_payload(decode=True).decode()
+        for part in parts
+        if part.get_content_maintype() == "text"
+    )
+
+
 def test_batch_hourly_dag_computes_the_hour_and_a_failed_gate_leaves_it_to_the_speed_layer(
-    streamed_hour, topic, scratch_dsn, airflow_db
+    streamed_hour, topic, scratch_dsn, airflow_db, smtp_inbox
 ):
+    inbox, alert_env = smtp_inbox
     summary, storage = streamed_hour
     users = {
         id_: (email, quota)
@@ -222,15 +276,16 @@ def test_batch_hourly_dag_computes_the_hour_and_a_failed_gate_leaves_it_to_the_s
 
     # dags test takes the end of the interval: 11:00 runs the hour 10:00-11:00. The sensor really
     # asks Kafka and PostgreSQL: the stream has drained, so the hour is complete.
-    first = airflow_dags_test(scratch_dsn, storage, topic, "2026-11-27T11:00:00+00:00")
+    first = airflow_dags_test(scratch_dsn, storage, topic, "2026-11-27T11:00:00+00:00", alert_env)
 
     assert hourly_tables(scratch_dsn) == expected, first.stdout[-3000:] + first.stderr[-3000:]
     assert serving_layers(scratch_dsn) == {"batch"}
     # (A rerun leaving identical rows is tested on the job itself above.)
+    assert inbox.messages == [], "a published hour alerts nobody"
 
     # A raw file stored twice: the gate fails the run, and the hour leaves the batch layer.
     duplicate_a_raw_file(storage)
-    failed = airflow_dags_test(scratch_dsn, storage, topic, "2026-11-27T11:00:00+00:00")
+    failed = airflow_dags_test(scratch_dsn, storage, topic, "2026-11-27T11:00:00+00:00", alert_env)
 
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0, output[-3000:]
@@ -241,6 +296,13 @@ def test_batch_hourly_dag_computes_the_hour_and_a_failed_gate_leaves_it_to_the_s
     ((failed_checks,),) = query(scratch_dsn, "SELECT failed_checks FROM batch_hour_failures")
     assert "raw_rows_are_distinct_offsets" in failed_checks
     assert serving_layers(scratch_dsn) == {"speed"}
+
+    # The operators were told, once: the hour, the task and the check, in a mail and a log line.
+    (alert,) = inbox.messages
+    assert alert["To"] == "operators@example.com"
+    assert "hour 2026-11-27T10:00:00+00:00 failed in run_batch" in alert["Subject"]
+    assert "raw_rows_are_distinct_offsets" in mail_text(alert)
+    assert "ALERT batch_hourly hour 2026-11-27T10:00:00+00:00 failed in run_batch" in output
 
 
 def send_events_stamped_in_the_hour(
