@@ -9,6 +9,8 @@ one line on stderr and exit non-zero, without a traceback, because the reader is
 from __future__ import annotations
 
 import shutil
+import sys
+from collections.abc import Callable
 
 
 class CommandError(Exception):
@@ -33,3 +35,14 @@ def first_line(text: str | BaseException | None) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+def exit_status(action: Callable[[], object]) -> int:
+    """Run a command line's `action`: 0, or 1 after printing its CommandError as one line on
+    stderr."""
+    try:
+        action()
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import CommandError, first_line, require_command
+from common.errors import CommandError, exit_status, first_line, require_command
 from common.settings import gcs_jars_dir, spark_jars_dir, state_dir
 
 POMS_DIR = Path(__file__).resolve().parent / "maven"
@@ -189,13 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("sets", nargs="*", choices=sorted(JAR_SETS), default=["spark-kafka"])
     args = parser.parse_args(argv)
-    try:
-        for name in args.sets:
-            ensure_jars(JAR_SETS[name]())
-    except CommandError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(lambda: [ensure_jars(JAR_SETS[name]()) for name in args.sets])
 
 
 if __name__ == "__main__":

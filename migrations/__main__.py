@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.errors import CommandError
+from common.errors import exit_status
 from common.settings import pg_dsn
 from migrations.runner import migrate
 
@@ -29,12 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        migrate(args.dsn or pg_dsn())
-    except CommandError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(lambda: migrate(args.dsn or pg_dsn()))
 
 
 if __name__ == "__main__":
