@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -69,8 +70,6 @@ REQUIRED_TABLES = (
     "speed_refused_rows",
     *(t.name for t in SPEED_TABLES.values()),
 )
-# Marks the row of the per-batch result that carries the quarantined count, not a window total.
-QUARANTINED_TAG = "__quarantined__"
 WINDOW_UNITS = {"second": 1, "minute": 60, "hour": 3600}
 WINDOW_PATTERN = re.compile(r"(?P<count>[0-9]+) (?P<unit>second|minute|hour)s?", re.ASCII)
 SECONDS_PER_HOUR = 3600
@@ -200,52 +199,76 @@ class StreamStopped(Exception):
 # ---- pure transformations -------------------------------------------------------------------
 
 
-def batch_totals(classified: DataFrame, events: DataFrame, window: str) -> DataFrame:
-    """Long form (table, key, window_start epoch, total, events) of the three speed tables' window
-    totals, plus one row tagged QUARANTINED_TAG counting the rejected records: one Spark job."""
-    totals = totals_per_window(events, list(SPEED_TABLES), window).select(
-        "table", "key", F.unix_seconds("date").alias("window_start"), "total", "events"
+def micro_batch_totals(records: DataFrame, window: str) -> postgres.SpeedBatchTotals:
+    """What a micro-batch adds to the serving database, from its classified records (`reason`
+    NULL for a valid event): each speed table's window totals, each event hour's count, and how
+    many records go to the quarantine. Lists are sorted, so equal batches give equal results.
+
+    One Spark job; when the caller has persisted `records`, it is the job that fills the cache.
+    """
+    rows = window_totals_and_quarantined(records, window).collect()
+    windows = [row["window_total"] for row in rows if row["window_total"] is not None]
+    (quarantined,) = [row["quarantined_events"] for row in rows if row["window_total"] is None]
+    by_key = {aggregate.key: table for aggregate, table in SPEED_TABLES.items()}
+    increments: dict[postgres.SpeedTable, list[postgres.Increment]] = {
+        table: [] for table in SPEED_TABLES.values()
+    }
+    for total in windows:
+        increments[by_key[total["table"]]].append(
+            (total["key"], total["window_start"], total["total"])
+        )
+    return postgres.SpeedBatchTotals(
+        increments={table: sorted(table_rows) for table, table_rows in increments.items()},
+        # Every valid event is in one antenna window, and windows never straddle hours.
+        hours=hour_counts(
+            (total["window_start"], total["events"], total["total"])
+            for total in windows
+            if total["table"] == BY_ANTENNA.key
+        ),
+        quarantined_events=quarantined,
+    )
+
+
+def window_totals_and_quarantined(records: DataFrame, window: str) -> DataFrame:
+    """The speed tables' window totals of the valid events, as `window_total` structs (table,
+    key, window_start epoch, total, events), and one more row whose `quarantined_events` counts
+    the rejected records.
+
+    A union, so one Spark job computes both. Each row sets exactly one of the two columns: the
+    count has a typed column of its own rather than a window row with a marker in it.
+    """
+    totals = totals_per_window(valid_events(records), list(SPEED_TABLES), window).select(
+        F.struct(
+            "table", "key", F.unix_seconds("date").alias("window_start"), "total", "events"
+        ).alias("window_total"),
+        F.lit(None).cast("bigint").alias("quarantined_events"),
     )
     quarantined = (
-        classified.where(F.col("reason").isNotNull())
+        records.where(F.col("reason").isNotNull())
         .groupBy()
         .count()
         .select(
-            F.lit(QUARANTINED_TAG).alias("table"),
-            F.lit("").alias("key"),
-            F.lit(0).cast("bigint").alias("window_start"),
-            F.lit(0).cast("bigint").alias("total"),
-            F.col("count").alias("events"),
+            F.lit(None).cast(totals.schema["window_total"].dataType).alias("window_total"),
+            F.col("count").alias("quarantined_events"),
         )
     )
     return totals.unionByName(quarantined)
 
 
-def speed_batch_totals(rows) -> postgres.SpeedBatchTotals:
-    """The collected rows of `batch_totals` as what the batch adds to each table. Hours come from
-    the antenna windows, which every valid event is in once (windows never straddle hours)."""
-    by_key = {aggregate.key: table for aggregate, table in SPEED_TABLES.items()}
-    increments: dict[postgres.SpeedTable, list[postgres.Increment]] = {
-        table: [] for table in SPEED_TABLES.values()
-    }
-    hours: dict[int, list[int]] = {}
-    quarantined = 0
-    for row in rows:
-        if row["table"] == QUARANTINED_TAG:
-            quarantined = row["events"]
-            continue
-        increments[by_key[row["table"]]].append((row["key"], row["window_start"], row["total"]))
-        if row["table"] == BY_ANTENNA.key:
-            hour = hours.setdefault(
-                row["window_start"] - row["window_start"] % SECONDS_PER_HOUR, [0, 0]
-            )
-            hour[0] += row["events"]
-            hour[1] += row["total"]
-    return postgres.SpeedBatchTotals(
-        increments=increments,
-        hours=[(start, events, total) for start, (events, total) in hours.items()],
-        quarantined_events=quarantined,
-    )
+def hour_counts(windows: Iterable[tuple[int, int, int]]) -> list[postgres.HourCount]:
+    """(window start epoch, events, bytes) of windows that together hold each event once ->
+    (hour start epoch, events, bytes) per event hour, sorted."""
+    hours: dict[int, tuple[int, int]] = {}
+    for start, events, total in windows:
+        hour = start - start % SECONDS_PER_HOUR
+        hour_events, hour_bytes = hours.get(hour, (0, 0))
+        hours[hour] = (hour_events + events, hour_bytes + total)
+    return sorted((hour, events, total) for hour, (events, total) in hours.items())
+
+
+def event_hours(totals: postgres.SpeedBatchTotals) -> set[str]:
+    """The raw-storage partitions (event hours) a batch's valid events go to."""
+    return {event_hour_of_epoch(start) for start, _, _ in totals.hours}
 
 
 def refused_conditions(refused: list[postgres.RefusedRow], window: str) -> list[tuple[Column, str]]:
@@ -337,10 +360,9 @@ class SpeedLayerBatch:
         finally:
             classified.unpersist()
         totals = outcome.totals
-        event_hours = {event_hour_of_epoch(start) for start, _, _ in totals.hours}
         # After the speed tables, so a compaction (once an hour) never delays their update. Hours
         # this batch wrote to wait for a batch that does not: a backlog compacts each hour once.
-        self.compaction.wrote(event_hours, batch_id)
+        self.compaction.wrote(event_hours(totals), batch_id)
         with timings.step("compaction"):
             compacted = self.compaction.compact_closed_hours(batch_id)
         log.info(
@@ -368,16 +390,15 @@ class SpeedLayerBatch:
             event_hour_of_epoch(row.start - row.start % SECONDS_PER_HOUR) for row in refused_rows
         }
         for _ in range(MAX_REFUSAL_ROUNDS + 1):
-            events = valid_events(records)
             with timings.step("read+aggregate"):
                 # This first job also fills the cache that the writes below read from.
-                totals = speed_batch_totals(batch_totals(records, events, self.window).collect())
-            hours = {event_hour_of_epoch(start) for start, _, _ in totals.hours}
+                totals = micro_batch_totals(records, self.window)
+            hours = event_hours(totals)
             with timings.step("raw"):
                 # A round after a refusal first removes the files of hours it no longer writes.
                 self._delete_raw(written_hours - hours, batch_id)
                 if totals.valid_events:
-                    self._write_raw(events, batch_id)
+                    self._write_raw(valid_events(records), batch_id)
             written_hours = hours
             if totals.quarantined_events:
                 with timings.step("quarantine"):
@@ -459,8 +480,8 @@ class SpeedLayerBatch:
             .parquet(self.layout.raw)
         )
 
-    def _delete_raw(self, event_hours: set[str], batch_id: int) -> None:
-        for hour in event_hours:
+    def _delete_raw(self, hours: set[str], batch_id: int) -> None:
+        for hour in hours:
             delete(self.spark, self.layout.raw_batch(hour, batch_id))
 
     def _write_quarantine(self, rejected: DataFrame, batch_id: int) -> None:

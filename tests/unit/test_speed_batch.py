@@ -1,5 +1,6 @@
 """The speed layer's micro-batch totals, window lengths and the records behind refused rows, on
-small DataFrames."""
+small DataFrames. The totals are compared whole: every table, every hour and the quarantined
+count."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER
 from spark_jobs.events import classify_records, quarantine_records, reject_records, valid_events
 from spark_jobs.streaming import (
     SPEED_TABLES,
-    batch_totals,
+    micro_batch_totals,
     refused_conditions,
-    speed_batch_totals,
     window_seconds,
     without_py4j_connection_tracebacks,
 )
@@ -35,8 +35,106 @@ def report(bytes_, ts, app="SKYPE", device="u1", antenna="a1"):
 
 
 def totals_of(spark, events, window="5 minutes") -> postgres.SpeedBatchTotals:
-    classified = classify_records(kafka_rows(spark, events))
-    return speed_batch_totals(batch_totals(classified, valid_events(classified), window).collect())
+    return micro_batch_totals(classify_records(kafka_rows(spark, events)), window)
+
+
+def expected_totals(antenna=(), user=(), app=(), hours=(), quarantined=0):
+    """A micro-batch's totals written by hand; rows in sorted order, as the result gives them."""
+    return postgres.SpeedBatchTotals(
+        increments={
+            SPEED_TABLES[BY_ANTENNA]: list(antenna),
+            SPEED_TABLES[BY_USER]: list(user),
+            SPEED_TABLES[BY_APP]: list(app),
+        },
+        hours=list(hours),
+        quarantined_events=quarantined,
+    )
+
+
+def test_two_windows_across_two_hours_with_several_keys_and_rejected_records(spark):
+    totals = totals_of(
+        spark,
+        [
+            report(10, H - 5, app="SKYPE", device="u1", antenna="a1"),
+            report(20, H - 200, app="WHATSAPP", device="u2", antenna="a1"),
+            report(30, H + 1, app="SKYPE", device="u2", antenna="a2"),
+            "not json",
+            report(40, H + 299, app="SKYPE", device="u3", antenna="a1"),
+            "[1, 2]",
+            report(-5, H),
+            {**report(1, H), "bytes": "1"},
+            report(50, H + 120, app="WHATSAPP", device="u1", antenna="a2"),
+        ],
+    )
+
+    assert totals == expected_totals(
+        antenna=[("a1", H - 300, 30), ("a1", H, 40), ("a2", H, 80)],
+        user=[
+            ("u1", H - 300, 10),
+            ("u1", H, 50),
+            ("u2", H - 300, 20),
+            ("u2", H, 30),
+            ("u3", H, 40),
+        ],
+        app=[
+            ("SKYPE", H - 300, 10),
+            ("SKYPE", H, 70),
+            ("WHATSAPP", H - 300, 20),
+            ("WHATSAPP", H, 50),
+        ],
+        hours=[(H - 3600, 2, 30), (H, 3, 120)],
+        quarantined=4,
+    )
+
+
+def test_the_window_length_decides_the_windows_but_not_the_hours(spark):
+    events = [
+        report(1, H),
+        report(2, H + 1800),
+        report(4, H + 3599, antenna="a2"),
+        report(8, H - 1),
+    ]
+
+    totals = totals_of(spark, events, window="1 hour")
+
+    assert totals == expected_totals(
+        antenna=[("a1", H - 3600, 8), ("a1", H, 3), ("a2", H, 4)],
+        user=[("u1", H - 3600, 8), ("u1", H, 7)],
+        app=[("SKYPE", H - 3600, 8), ("SKYPE", H, 7)],
+        hours=[(H - 3600, 1, 8), (H, 3, 7)],
+    )
+
+
+def test_a_batch_without_records_adds_nothing(spark):
+    assert totals_of(spark, []) == expected_totals()
+
+
+def test_a_batch_of_rejected_records_only_counts_them(spark):
+    totals = totals_of(spark, ["not json", "[]", {"bytes": 1}, report(1, 2**62), report(-1, H)])
+
+    assert totals == expected_totals(quarantined=5)
+
+
+def test_records_the_database_refused_leave_the_totals_for_the_quarantine(spark):
+    classified = classify_records(
+        kafka_rows(spark, [report(1, H), report(2, H, app="WHATSAPP"), report(4, H - 1)])
+    )
+    refused = [
+        postgres.RefusedRow(SPEED_TABLES[BY_APP], "WHATSAPP", H, "database_refused:x"),
+        postgres.RefusedRow(None, "", H - 3600, "database_refused:y"),
+    ]
+
+    totals = micro_batch_totals(
+        reject_records(classified, refused_conditions(refused, "5 minutes")), "5 minutes"
+    )
+
+    assert totals == expected_totals(
+        antenna=[("a1", H, 1)],
+        user=[("u1", H, 1)],
+        app=[("SKYPE", H, 1)],
+        hours=[(H, 1, 1)],
+        quarantined=2,
+    )
 
 
 def test_batch_totals_per_table_window_and_hour_with_the_quarantined_count(spark):
