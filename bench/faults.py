@@ -63,7 +63,6 @@ from bench.streaming import PARTITIONS, create_topic, delete_topic
 from common import settings
 from common.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
 from common.errors import CommandError
-from devtools import maven
 from devtools.scratch_db import scratch_database
 from localstack import kafka_broker, postgres_server
 from simulator.cli import parse_start
@@ -322,7 +321,7 @@ def start_postgres() -> str:
 
 
 def start_kafka() -> str:
-    return bring_up(lambda: kafka_broker.up(maven.kafka_jars_dir()))
+    return bring_up(kafka_broker.up)
 
 
 def restore_services() -> list[str]:

@@ -1,8 +1,11 @@
-"""Jars from Maven Central: the Kafka broker, and Spark's Kafka connector for local Spark.
+"""Jars from Maven Central for local Spark: the Kafka connector and the Cloud Storage connector.
 
 Each `maven/*/pom.xml` only lists what to download; `mvn dependency:copy-dependencies` resolves it
 with Maven's own dependency mediation and we flatten the result into one folder of jars. A stamp
 file beside the jars records what they were fetched from, so a second `up` skips Maven entirely.
+The Kafka broker's jars are the VM's (`maven/kafka-vm/`, locked in terraform/kafka/kafka-jars.lock
+by `python -m deploy.kafka_jars`), which the VM's startup script installs on the laptop too
+(localstack/kafka_broker.py).
 """
 
 from __future__ import annotations
@@ -35,14 +38,6 @@ class JarSet:
     target: Path
     # File names of jars already on the same classpath; any version of their artifacts is left out.
     excluded_jar_names: frozenset[str] = frozenset()
-
-
-def kafka_jars_dir() -> Path:
-    return state_dir() / "jars" / "kafka"
-
-
-def kafka_broker_jars() -> JarSet:
-    return JarSet("Kafka broker", POMS_DIR / "kafka-broker" / "pom.xml", kafka_jars_dir())
 
 
 def spark_kafka_jars() -> JarSet:
@@ -176,7 +171,6 @@ def replace_jars(target: Path, jars: list[Path]) -> None:
 
 JAR_SETS = {
     "spark-kafka": spark_kafka_jars,
-    "kafka-broker": kafka_broker_jars,
     "gcs-connector": gcs_connector_jars,
 }
 

@@ -22,7 +22,6 @@ from common.settings import (
     spark_jars_dir,
     storage_root,
 )
-from devtools import maven
 from localstack import kafka_broker, postgres_server
 
 
@@ -53,10 +52,7 @@ def up() -> None:
     # Checks first, so a taken port or a missing tool fails in a second, not after downloads.
     kafka_broker.preflight()
     postgres_server.preflight()
-    # A running broker keeps its jars: replacing them under a live JVM could break it mid-run.
-    if kafka_broker.is_local() and kafka_broker.our_running_pid() is None:
-        maven.ensure_jars(maven.kafka_broker_jars())
-    print(kafka_broker.up(maven.kafka_jars_dir()), flush=True)
+    print(kafka_broker.up(), flush=True)
     print(postgres_server.up(), flush=True)
     create_local_storage_root()
     print_endpoints()

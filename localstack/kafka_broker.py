@@ -1,62 +1,89 @@
-"""A single-node Apache Kafka broker in KRaft mode, from the official jars, or a check of an
-existing one.
+"""A single-node Apache Kafka broker in KRaft mode, exactly as the Kafka VM runs it, or a check of
+an existing one.
 
-With the default KAFKA_BOOTSTRAP_SERVERS (a local address) `up` formats the storage once and starts
-`kafka.Kafka` as broker and controller in one JVM; with any other address it starts nothing and
-only checks that the cluster answers. Either way it makes sure the topic exists.
+The broker's configuration has one definition: the VM's startup script, terraform/kafka/startup.sh.
+With the default KAFKA_BOOTSTRAP_SERVERS (a local address) `up` runs its steps `install_jars
+write_config format_storage` with KAFKA_ROOT at `.state/kafka` and the laptop's settings (below),
+then starts the command line the script's `print_broker_command` gives (the VM unit's ExecStart)
+detached, with a pid file. The jars are those of terraform/kafka/kafka-jars.lock, which the script
+installs and checks from a Maven-layout folder under `.state/jars` as the VM does from Maven
+Central. With any other address `up` starts nothing and only checks that the cluster answers.
+Either way it makes sure the topic exists.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import hashlib
 import logging
 import os
-import shlex
+import shutil
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import CommandError, first_line, require_command
+from common.settings import REPO_ROOT, kafka_bootstrap_servers, kafka_topic, state_dir
 from common.settings import TOPIC_PARTITIONS as CONTRACT_TOPIC_PARTITIONS
-from common.settings import kafka_bootstrap_servers, kafka_topic, state_dir
+from deploy.kafka_jars import LOCK_FILE, lock_text, resolve_into
+from devtools.maven import STAMP_NAME
 from localstack import processes
 from localstack.ports import is_local_host, require_free_port, split_host_port
 
+STARTUP_SCRIPT = REPO_ROOT / "terraform" / "kafka" / "startup.sh"
+# The script's steps that install and configure the broker without systemd, a service user or a
+# data disk; the laptop starts the broker itself and creates the topic with ensure_topic.
+SETUP_STEPS = ("install_jars", "write_config", "format_storage")
 DEFAULT_CONTROLLER_PORT = 9093
 TOPIC_PARTITIONS = CONTRACT_TOPIC_PARTITIONS
 STARTUP_TIMEOUT_S = 60
+SETUP_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 30
-# Kafka's own scripts read the heap from KAFKA_HEAP_OPTS too; 512 MB is plenty for one laptop topic.
-DEFAULT_HEAP_OPTS = "-Xmx512m"
+# Settings of the script that differ on a laptop: the environment may override each of them.
+LAPTOP_SETTINGS = {
+    # Kafka's own scripts read the heap from KAFKA_HEAP_OPTS too; 512 MB is plenty for one topic.
+    "KAFKA_HEAP_OPTS": "-Xmx512m",
+    # Consumers of tests and jobs join a group alone; waiting for more members only slows them.
+    "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    "KAFKA_APP_LOG_FILE_SIZE": "20MB",
+    "KAFKA_APP_LOG_FILES": "3",
+}
+# Refused at once: no setting may wait on, or come from, Google's metadata server.
+NO_METADATA_SERVER = "http://127.0.0.1:9/no-metadata-server"
 
 
 @dataclass(frozen=True)
 class KafkaPaths:
+    """The script's layout under KAFKA_ROOT (its INSTALL_DIR, CONFIG_DIR, LOG_DIRS, APP_LOG_DIR)."""
+
     home: Path
 
     @property
+    def libs(self) -> Path:
+        return self.home / "opt" / "kafka" / "libs"
+
+    @property
     def data(self) -> Path:
-        return self.home / "data"
+        return self.home / "var" / "lib" / "kafka" / "logs"
 
     @property
     def server_properties(self) -> Path:
-        return self.home / "server.properties"
+        return self.home / "etc" / "kafka" / "server.properties"
 
     @property
     def log4j2_config(self) -> Path:
-        return self.home / "log4j2.properties"
+        return self.home / "etc" / "kafka" / "log4j2.properties"
 
     @property
     def server_log(self) -> Path:
-        return self.home / "logs" / "server.log"
+        return self.home / "var" / "log" / "kafka" / "server.log"
 
     @property
     def console_log(self) -> Path:
-        """The JVM's own stdout/stderr: startup failures that happen before logging is set up."""
-        return self.home / "logs" / "console.log"
+        """The startup script's output and the JVM's own stdout/stderr: failures that happen
+        before logging is set up."""
+        return self.home / "var" / "log" / "kafka" / "console.log"
 
     @property
     def pid_file(self) -> Path:
@@ -66,9 +93,20 @@ class KafkaPaths:
     def formatted_marker(self) -> Path:
         return self.data / "meta.properties"
 
+    @property
+    def legacy_server_properties(self) -> Path:
+        """Where brokers started before the script configured the laptop's read their settings:
+        such a broker is still recognised, so that `down` stops it."""
+        return self.home / "server.properties"
+
 
 def paths() -> KafkaPaths:
     return KafkaPaths(state_dir() / "kafka")
+
+
+def jar_repository() -> Path:
+    """The locked jars in a Maven-layout folder: the laptop's stand-in for Maven Central."""
+    return state_dir() / "jars" / "kafka-repository"
 
 
 def controller_port() -> int:
@@ -99,7 +137,10 @@ def our_running_pid() -> int | None:
         return None
     cmdline = processes.command_line(pid)
     # A pid file can outlive its process (reboot, kill -9) and the pid be reused by another program.
-    if cmdline is not None and str(kafka.server_properties) not in cmdline:
+    if cmdline is not None and not any(
+        str(config) in cmdline
+        for config in (kafka.server_properties, kafka.legacy_server_properties)
+    ):
         return None
     return pid
 
@@ -119,15 +160,16 @@ def preflight() -> None:
         "Kafka listener, from KAFKA_BOOTSTRAP_SERVERS",
         f"choose another port with KAFKA_BOOTSTRAP_SERVERS={host}:PORT",
     )
+    # The script's controller listens on loopback whatever the listener's host.
     require_free_port(
-        host,
+        "127.0.0.1",
         controller_port(),
         "Kafka KRaft controller",
         "choose another port with KAFKA_CONTROLLER_PORT=PORT",
     )
 
 
-def up(jars_dir: Path) -> str:
+def up() -> str:
     """Start (or find) the broker and make sure the topic exists; a one-line report."""
     servers = kafka_bootstrap_servers()
     listener = local_listener()
@@ -145,8 +187,11 @@ def up(jars_dir: Path) -> str:
             f"kafka: already running (pid {pid}) on {servers}, topic {kafka_topic()} with "
             f"{partitions} partitions"
         )
+    # Only when none of ours runs: a running broker keeps its jars, since replacing them under a
+    # live JVM could break it mid-run.
+    ensure_jar_repository()
     started = time.monotonic()
-    pid = start_broker(jars_dir, *listener)
+    pid = start_broker(*listener)
     wait_until_answering(
         servers, STARTUP_TIMEOUT_S, on_timeout=lambda: startup_timed_out(pid), pid=pid
     )
@@ -185,115 +230,112 @@ def status() -> str:
 # --- starting the broker ---------------------------------------------------------------------
 
 
-def start_broker(jars_dir: Path, host: str, port: int) -> int:
+def start_broker(host: str, port: int) -> int:
+    """Install and configure the broker with the VM's startup script, then start its command."""
     kafka = paths()
-    for folder in (kafka.data, kafka.server_log.parent):
-        folder.mkdir(parents=True, exist_ok=True)
-    write_if_changed(kafka.server_properties, server_properties(kafka, host, port))
-    write_if_changed(kafka.log4j2_config, log4j2_properties(kafka))
-    if not kafka.formatted_marker.exists():
-        format_storage(jars_dir, kafka)
-    command = [*java_command(jars_dir, kafka), "kafka.Kafka", str(kafka.server_properties)]
+    env = script_env(host, port)
+    run_startup_script(env, *SETUP_STEPS)
+    command = broker_command(env)
     pid = processes.start_detached(command, kafka.console_log, cwd=kafka.home)
     kafka.pid_file.write_text(f"{pid}\n")
     return pid
 
 
-def server_properties(kafka: KafkaPaths, host: str, port: int) -> str:
-    listeners = f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port()}"
-    return f"""\
-# Written by `python -m localstack up` on every start; edit localstack/kafka_broker.py instead.
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers={host}:{controller_port()}
-listeners={listeners}
-advertised.listeners={listeners}
-inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={kafka.data}
-num.partitions={TOPIC_PARTITIONS}
-# One broker: every internal topic has one replica.
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-# Consumers of tests and jobs join a group alone; waiting for more members only slows them.
-group.initial.rebalance.delay.ms=0
-"""
+def script_env(host: str, port: int, root: Path | None = None) -> dict[str, str]:
+    """The environment the startup script runs with for a local broker on host:port under `root`
+    (the state directory's kafka folder by default)."""
+    laptop = {name: os.environ.get(name, value) for name, value in LAPTOP_SETTINGS.items()}
+    return {
+        **os.environ,
+        **laptop,
+        "KAFKA_ROOT": str(root or paths().home),
+        "KAFKA_MAVEN_REPOSITORY": jar_repository().as_uri(),
+        "KAFKA_JARS_LOCK_FILE": str(LOCK_FILE),
+        "KAFKA_LISTEN_HOST": host,
+        "KAFKA_ADVERTISED_HOST": host,
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(controller_port()),
+        "KAFKA_TOPIC": kafka_topic(),
+        "KAFKA_TOPIC_PARTITIONS": str(TOPIC_PARTITIONS),
+        "KAFKA_DATA_DEVICE": "",
+        "METADATA_URL": NO_METADATA_SERVER,
+    }
 
 
-def log4j2_properties(kafka: KafkaPaths) -> str:
-    """Broker logs to a size-capped file; the properties format needs no extra jar (YAML would)."""
-    log = kafka.server_log
-    return f"""\
-# Written by `python -m localstack up`; edit localstack/kafka_broker.py instead.
-status = warn
-appender.file.type = RollingFile
-appender.file.name = file
-appender.file.fileName = {log}
-appender.file.filePattern = {log}.%i
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-appender.file.policies.type = Policies
-appender.file.policies.size.type = SizeBasedTriggeringPolicy
-appender.file.policies.size.size = 20MB
-appender.file.strategy.type = DefaultRolloverStrategy
-appender.file.strategy.max = 3
-rootLogger.level = info
-rootLogger.appenderRef.file.ref = file
-# Per-request and per-state-change lines drown what matters on a laptop.
-logger.request.name = kafka.request.logger
-logger.request.level = warn
-logger.statechange.name = state.change.logger
-logger.statechange.level = warn
-"""
-
-
-def java_command(jars_dir: Path, kafka: KafkaPaths) -> list[str]:
-    heap = shlex.split(os.environ.get("KAFKA_HEAP_OPTS", DEFAULT_HEAP_OPTS))
-    return [
-        "java", *heap, "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={kafka.log4j2_config}",
-        f"-Dkafka.logs.dir={kafka.server_log.parent}",
-        "-cp", f"{jars_dir}/*",
-    ]  # fmt: skip
-
-
-def format_storage(jars_dir: Path, kafka: KafkaPaths) -> None:
-    """Write the cluster id and the single-voter quorum into the empty data folder, once.
-
-    `--standalone` makes this node the only voter of a dynamic quorum, which is what
-    `controller.quorum.bootstrap.servers` in server.properties expects (KIP-853).
-    """
-    command = [
-        *java_command(jars_dir, kafka), "kafka.tools.StorageTool", "format",
-        "--cluster-id", new_cluster_id(), "--config", str(kafka.server_properties), "--standalone",
-    ]  # fmt: skip
-    with open(kafka.console_log, "ab") as log:
-        result = subprocess.run(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
+def run_startup_script(env: dict[str, str], *steps: str) -> None:
+    """Run the named steps of the startup script; its output is appended to the console log."""
+    log_path = paths().console_log
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["bash", str(STARTUP_SCRIPT), *steps],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=SETUP_TIMEOUT_S,
+    )
+    with open(log_path, "a") as log:
+        log.write(result.stdout + result.stderr)
     if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        reason = lines[-1] if lines else f"exit status {result.returncode}"
         raise CommandError(
-            f"formatting Kafka's storage in {kafka.data} failed; see {kafka.console_log}, then "
-            "rerun `make up`"
+            f"the Kafka startup script failed in {' '.join(steps)} ({reason}); see {log_path}, "
+            "then rerun `make up`"
         )
 
 
-def new_cluster_id() -> str:
-    """A random cluster id as Kafka writes them: 16 bytes, URL-safe base64, unpadded."""
-    while True:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        # Kafka never issues ids starting with "-": command lines would read them as options.
-        if not cluster_id.startswith("-"):
-            return cluster_id
+def broker_command(env: dict[str, str]) -> list[str]:
+    """The broker's command line as the script defines it (the VM unit's ExecStart)."""
+    result = subprocess.run(
+        ["bash", str(STARTUP_SCRIPT), "print_broker_command"],
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=SETUP_TIMEOUT_S,
+    )
+    command = result.stdout.split("\0")[:-1]
+    # our_running_pid recognises the broker by its configuration file on the command line.
+    if result.returncode != 0 or command[-2:] != ["kafka.Kafka", str(paths().server_properties)]:
+        raise CommandError(
+            f"the Kafka startup script gave no broker command line ({first_line(result.stderr)})"
+        )
+    return command
 
 
-def write_if_changed(path: Path, text: str) -> None:
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+def ensure_jar_repository() -> Path:
+    """The jars of kafka-jars.lock in a Maven-layout folder, fetched with Maven once per lock.
+
+    The script's install_jars copies them from there (file://) and checks each against the lock's
+    sha256, as the VM does from Maven Central: the laptop runs exactly the VM's jars.
+    """
+    repository = jar_repository()
+    fingerprint = hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()
+    stamp = repository / STAMP_NAME
+    with contextlib.suppress(OSError):
+        if stamp.read_text().strip() == fingerprint:
+            return repository
+    print(
+        "maven: fetching the Kafka broker jars of the VM's lock (first run: downloads from Maven "
+        "Central)...",
+        flush=True,
+    )
+    staging = repository.parent / f".{repository.name}.download"
+    shutil.rmtree(staging, ignore_errors=True)
+    jars = resolve_into(staging)
+    if lock_text(staging, jars) != LOCK_FILE.read_text():
+        shutil.rmtree(staging, ignore_errors=True)
+        raise CommandError(
+            f"{LOCK_FILE.relative_to(REPO_ROOT)} does not match the jars of its pom; run "
+            "`python -m deploy.kafka_jars` and rerun `make up`"
+        )
+    shutil.rmtree(repository, ignore_errors=True)
+    staging.rename(repository)
+    # Written last: an interrupted fetch leaves no stamp and is simply redone.
+    stamp.write_text(fingerprint + "\n")
+    print(f"maven: {len(jars)} jars in {repository}", flush=True)
+    return repository
 
 
 # --- talking to the cluster ------------------------------------------------------------------

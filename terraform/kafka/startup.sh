@@ -7,6 +7,14 @@
 # Every setting comes from an environment variable when set, else from the instance metadata
 # attribute Terraform writes (kafka.tf), else from the default below. The paths all sit under
 # KAFKA_ROOT, and SYSTEMCTL replaces systemctl, so the same steps can run against a scratch folder.
+#
+# This is the one definition of the single-node broker, for the VM and the laptop alike:
+#   startup.sh                    every step of STEPS below, in order (what the VM runs at boot)
+#   startup.sh STEP...            only the named steps, e.g. `install_jars write_config
+#                                 format_storage`; `print_broker_command` prints the broker's
+#                                 command line (the unit's ExecStart), each argument NUL-terminated
+# `python -m localstack up` (localstack/kafka_broker.py) runs named steps with KAFKA_ROOT under
+# the state folder, then starts that command itself.
 set -euo pipefail
 
 METADATA_URL="${METADATA_URL:-http://metadata.google.internal/computeMetadata/v1/instance}"
@@ -41,6 +49,11 @@ TOPIC_PARTITIONS="$(setting KAFKA_TOPIC_PARTITIONS kafka-topic-partitions 4)"
 RETENTION_HOURS="$(setting KAFKA_RETENTION_HOURS kafka-retention-hours 168)"
 HEAP_OPTS="$(setting KAFKA_HEAP_OPTS kafka-heap-opts -Xmx2g)"
 DATA_DEVICE="$(setting KAFKA_DATA_DEVICE kafka-data-device /dev/disk/by-id/google-kafka-data)"
+# Kafka's own default; consumers that join a group alone (the laptop's tests) need not wait.
+GROUP_INITIAL_REBALANCE_DELAY_MS="$(setting KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS kafka-group-initial-rebalance-delay-ms 3000)"
+# The broker's own log file: rolled at this size, this many old files kept.
+APP_LOG_FILE_SIZE="$(setting KAFKA_APP_LOG_FILE_SIZE kafka-app-log-file-size 50MB)"
+APP_LOG_FILES="$(setting KAFKA_APP_LOG_FILES kafka-app-log-files 5)"
 SERVICE_USER="$(setting KAFKA_USER kafka-user kafka)"
 SYSTEMCTL="${SYSTEMCTL:-systemctl}"
 
@@ -53,6 +66,13 @@ DATA_MOUNT="${KAFKA_ROOT}/var/lib/kafka"
 LOG_DIRS="${DATA_MOUNT}/logs"
 APP_LOG_DIR="${KAFKA_ROOT}/var/log/kafka"
 UNIT_FILE="${KAFKA_ROOT}/etc/systemd/system/kafka.service"
+
+# The JVM options of every Kafka class the script runs, the broker's included.
+read -r -a HEAP <<<"${HEAP_OPTS}"
+JVM_OPTIONS=(
+    "${HEAP[@]}" -Djava.awt.headless=true
+    "-Dlog4j2.configurationFile=${CONFIG_DIR}/log4j2.properties" -cp "${LIBS_DIR}/*"
+)
 
 install_java() {
     if command -v java >/dev/null; then
@@ -142,10 +162,11 @@ write_config() {
     advertised="$(advertised_host)"
     mkdir -p "${CONFIG_DIR}" "${LOG_DIRS}" "${APP_LOG_DIR}"
     cat >"${CONFIG_DIR}/server.properties" <<EOF
-# Written by the VM's startup script at every boot; change terraform/kafka/startup.sh instead.
+# Written by terraform/kafka/startup.sh at every boot of the VM and every start of the laptop's
+# broker (python -m localstack up); change that script instead.
 process.roles=broker,controller
 node.id=1
-# The controller listens on loopback only: nothing outside this VM needs it.
+# The controller listens on loopback only: nothing outside this machine needs it.
 controller.quorum.bootstrap.servers=127.0.0.1:${CONTROLLER_PORT}
 listeners=PLAINTEXT://${LISTEN_HOST}:${PORT},CONTROLLER://127.0.0.1:${CONTROLLER_PORT}
 advertised.listeners=PLAINTEXT://${advertised}:${PORT}
@@ -162,8 +183,11 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=${GROUP_INITIAL_REBALANCE_DELAY_MS}
 EOF
+    # The properties format needs no extra jar (YAML would).
     cat >"${CONFIG_DIR}/log4j2.properties" <<EOF
+# Written by terraform/kafka/startup.sh; change that script instead.
 status = warn
 appender.file.type = RollingFile
 appender.file.name = file
@@ -173,19 +197,33 @@ appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
 appender.file.policies.type = Policies
 appender.file.policies.size.type = SizeBasedTriggeringPolicy
-appender.file.policies.size.size = 50MB
+appender.file.policies.size.size = ${APP_LOG_FILE_SIZE}
 appender.file.strategy.type = DefaultRolloverStrategy
-appender.file.strategy.max = 5
+appender.file.strategy.max = ${APP_LOG_FILES}
 rootLogger.level = info
 rootLogger.appenderRef.file.ref = file
+# A line per request or per partition state change drowns what matters; warnings still show.
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+logger.statechange.name = state.change.logger
+logger.statechange.level = warn
 EOF
 }
 
 kafka_java() {
-    # shellcheck disable=SC2086 # HEAP_OPTS holds several JVM options on purpose.
-    java ${HEAP_OPTS} -Djava.awt.headless=true \
-        -Dlog4j2.configurationFile="${CONFIG_DIR}/log4j2.properties" \
-        -cp "${LIBS_DIR}/*" "$@"
+    java "${JVM_OPTIONS[@]}" "$@"
+}
+
+# The broker's command line, defined once: the unit's ExecStart and print_broker_command.
+broker_command() {
+    local java_bin
+    java_bin="$(command -v java)"
+    BROKER_COMMAND=("${java_bin}" "${JVM_OPTIONS[@]}" kafka.Kafka "${CONFIG_DIR}/server.properties")
+}
+
+print_broker_command() {
+    broker_command
+    printf '%s\0' "${BROKER_COMMAND[@]}"
 }
 
 # Once per data disk: a cluster id and this node as the only voter of the KRaft quorum.
@@ -201,8 +239,7 @@ format_storage() {
 }
 
 write_unit() {
-    local java_bin
-    java_bin="$(command -v java)"
+    broker_command
     mkdir -p "$(dirname "${UNIT_FILE}")"
     # Java expands the classpath wildcard itself, so ExecStart needs no shell.
     cat >"${UNIT_FILE}" <<EOF
@@ -213,7 +250,7 @@ After=network-online.target local-fs.target
 
 [Service]
 User=${SERVICE_USER}
-ExecStart=${java_bin} ${HEAP_OPTS} -Djava.awt.headless=true -Dlog4j2.configurationFile=${CONFIG_DIR}/log4j2.properties -cp ${LIBS_DIR}/* kafka.Kafka ${CONFIG_DIR}/server.properties
+ExecStart=${BROKER_COMMAND[*]}
 Restart=on-failure
 RestartSec=5
 LimitNOFILE=100000
@@ -246,16 +283,27 @@ create_topic() {
     exit 1
 }
 
+# What the VM runs at every boot, in this order.
+STEPS=(
+    install_java mount_data_disk ensure_service_user install_jars write_config format_storage
+    write_unit start_service create_topic
+)
+
+# main [STEP...]: the named steps in the order given, else every step of STEPS.
 main() {
-    install_java
-    mount_data_disk
-    ensure_service_user
-    install_jars
-    write_config
-    format_storage
-    write_unit
-    start_service
-    create_topic
+    local step
+    if (($# == 0)); then
+        set -- "${STEPS[@]}"
+    fi
+    for step in "$@"; do
+        if [[ " ${STEPS[*]} print_broker_command " != *" ${step} "* ]]; then
+            log "unknown step ${step}; the steps are: ${STEPS[*]} print_broker_command"
+            exit 2
+        fi
+    done
+    for step in "$@"; do
+        "${step}"
+    done
 }
 
 main "$@"

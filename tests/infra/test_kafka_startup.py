@@ -1,5 +1,6 @@
-"""The Kafka VM's startup script: it passes shellcheck, and it installs and starts the broker
-when its steps run against a scratch root on this machine.
+"""The Kafka VM's startup script: it passes shellcheck, it installs and starts the broker when its
+steps run against a scratch root on this machine, and it runs named steps alone (what the laptop's
+broker, localstack/kafka_broker.py, uses).
 
 Only what needs a real VM is replaced: the jars come from a Maven-layout folder resolved from
 the same pom as the lock (file:// instead of Maven Central), there is no data disk to format,
@@ -24,6 +25,7 @@ import pytest
 
 from common.settings import TOPIC_PARTITIONS
 from deploy.kafka_jars import LOCK_FILE, lock_text, resolve_into
+from localstack.kafka_broker import NO_METADATA_SERVER
 from tests.infra.terraform import TERRAFORM_DIR
 
 STARTUP_SCRIPT = TERRAFORM_DIR / "kafka" / "startup.sh"
@@ -129,6 +131,51 @@ def test_the_startup_script_installs_and_starts_kafka_with_the_topic(tmp_path, m
         assert "formatting" not in again.stderr
     finally:
         stop_broker(root / "kafka.pid")
+
+
+def test_named_steps_run_alone_and_print_the_units_command(tmp_path):
+    """`startup.sh STEP...` runs only those steps, and print_broker_command prints the ExecStart of
+    the unit: the command the laptop starts. The laptop's metadata URL fails at once, so no
+    setting waits on a metadata server (curl would give each one 5 s)."""
+    env = {
+        **os.environ,
+        "KAFKA_ROOT": str(tmp_path),
+        "KAFKA_HEAP_OPTS": "-Xmx256m -Xms64m",
+        "KAFKA_USER": "nobody",
+        "METADATA_URL": NO_METADATA_SERVER,
+    }
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(STARTUP_SCRIPT), "write_unit", "print_broker_command"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 10
+
+    unit = (tmp_path / "etc/systemd/system/kafka.service").read_text()
+    exec_start = next(
+        line.split("=", 1)[1] for line in unit.splitlines() if line.startswith("ExecStart=")
+    )
+    printed = result.stdout.split("\0")[:-1]
+    assert printed == shlex.split(exec_start)
+    assert printed[1:3] == ["-Xmx256m", "-Xms64m"]
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [
+        tmp_path / "etc/systemd/system/kafka.service"
+    ]
+
+    unknown = subprocess.run(
+        ["bash", str(STARTUP_SCRIPT), "install_jars", "no_such_step"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 2
+    assert "unknown step no_such_step" in unknown.stderr
+    assert not (tmp_path / "opt").exists()
 
 
 def find_free_port() -> int:

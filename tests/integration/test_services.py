@@ -25,7 +25,7 @@ from common.settings import (
 )
 from devtools import maven
 from devtools.scratch_db import scratch_database
-from localstack import kafka_broker, postgres_server
+from localstack import kafka_broker, postgres_server, processes
 from migrations.runner import migrate
 
 pytestmark = [pytest.mark.services, pytest.mark.timeout(600)]
@@ -128,8 +128,11 @@ def local_state() -> dict[str, object]:
         state["kafka storage"] = (
             kafka_broker.paths().formatted_marker.read_text()
         )  # holds the cluster id
-        state["kafka jars stamp mtime"] = (
-            (maven.kafka_jars_dir() / maven.STAMP_NAME).stat().st_mtime_ns
+        state["kafka jars mtimes"] = {
+            jar.name: jar.stat().st_mtime_ns for jar in kafka_broker.paths().libs.glob("*.jar")
+        }
+        state["kafka jar repository stamp mtime"] = (
+            (kafka_broker.jar_repository() / maven.STAMP_NAME).stat().st_mtime_ns
         )
     if not postgres_server.is_external():
         state["postgres pid"] = postgres_server.our_running_pid()
@@ -200,6 +203,36 @@ def test_status_reports_both_services_running(after_first_up):
     assert result.returncode == 0, result.stderr
     assert "kafka: running" in result.stdout or "kafka: external" in result.stdout
     assert "postgres: running" in result.stdout or "postgres: external" in result.stdout
+
+
+def test_the_local_broker_runs_what_the_vm_startup_script_defines(after_first_up, tmp_path):
+    """The laptop's broker has no configuration of its own: its files are what the VM's startup
+    script's write_config writes for the laptop's settings, and it runs the script's command."""
+    listener = kafka_broker.local_listener()
+    if listener is None:
+        pytest.skip("KAFKA_BOOTSTRAP_SERVERS names an external cluster: no local broker")
+    kafka = kafka_broker.paths()
+    scratch = tmp_path / "root"
+    result = subprocess.run(
+        ["bash", str(kafka_broker.STARTUP_SCRIPT), "write_config"],
+        env=kafka_broker.script_env(*listener, root=scratch),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    for local in (kafka.server_properties, kafka.log4j2_config):
+        written = (scratch / local.relative_to(kafka.home)).read_text()
+        assert local.read_text() == written.replace(str(scratch), str(kafka.home)), (
+            f"{local} is not what startup.sh writes: `make down` and `make up` rewrite it"
+        )
+    host, port = listener
+    assert f"listeners=PLAINTEXT://{host}:{port}," in kafka.server_properties.read_text()
+    assert "group.initial.rebalance.delay.ms=0\n" in kafka.server_properties.read_text()
+    pid = kafka_broker.our_running_pid()
+    assert pid is not None
+    command = kafka_broker.broker_command(kafka_broker.script_env(*listener))
+    assert processes.command_line(pid) == " ".join(command)
 
 
 def test_up_refuses_a_kafka_port_taken_by_another_program(tmp_path):

@@ -19,7 +19,6 @@ import pytest
 from kafka import KafkaProducer
 
 from common import settings
-from devtools import maven
 from localstack import kafka_broker as local_kafka
 from localstack.postgres_server import dsn_parts
 from spark_jobs.storage import StorageLayout
@@ -409,7 +408,7 @@ def test_broker_restart_mid_stream_is_ridden_out(topic, scratch_dsn, tmp_path):
         local_kafka.down()
         time.sleep(15)
         assert job.poll() is None, "the job exited while the broker was down"
-        local_kafka.up(maven.kafka_jars_dir())
+        local_kafka.up()
         wait_until(
             lambda: progress(scratch_dsn)[1] == summary["events"],
             "every event",
@@ -419,7 +418,7 @@ def test_broker_restart_mid_stream_is_ridden_out(topic, scratch_dsn, tmp_path):
         )
     finally:
         if local_kafka.our_running_pid() is None:
-            local_kafka.up(maven.kafka_jars_dir())
+            local_kafka.up()
         stop(job)
 
     assert "Traceback" not in log.read_text()
