@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench import harness
 from common.settings import TOPIC_PARTITIONS
 from devtools.scratch_db import scratch_database
 from simulator import APPS, antenna_id, device_id, unknown_device_id
@@ -579,15 +579,9 @@ def duckdb_reference(
 def machine() -> dict:
     import pyspark
 
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "pyspark": pyspark.__version__,
-        "pyarrow": pa.__version__,
-        "duckdb": duckdb.__version__,
-    }
+    return harness.machine(
+        pyspark=pyspark.__version__, pyarrow=pa.__version__, duckdb=duckdb.__version__
+    )
 
 
 def main(argv=None) -> None:

@@ -39,7 +39,6 @@ import json
 import logging
 import math
 import os
-import platform
 import random
 import re
 import signal
@@ -48,7 +47,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,7 +57,7 @@ import pyarrow.dataset as ds
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from bench.streaming import PARTITIONS, create_topic, delete_topic
+from bench import harness
 from common import settings
 from common.cli_types import non_negative_float, non_negative_int, positive_float, positive_int
 from common.errors import CommandError
@@ -288,7 +286,7 @@ def topic_end_offsets(topic: str) -> dict[int, int]:
         request_timeout_ms=20_000,
     )
     try:
-        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        partitions = [TopicPartition(topic, p) for p in range(settings.TOPIC_PARTITIONS)]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
     finally:
         consumer.close()
@@ -432,15 +430,9 @@ class Child:
 
 
 def streaming_command(topic: str, dsn: str, storage: str, *extra: str) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "spark_jobs.streaming",
-        "--topic",
+    command = harness.streaming_command(
         topic,
-        "--pg-dsn",
         dsn,
-        "--storage-root",
         storage,
         "--master",
         MASTER,
@@ -449,7 +441,7 @@ def streaming_command(topic: str, dsn: str, storage: str, *extra: str) -> list[s
         "--compact-after-minutes",
         "0",
         *extra,
-    ]
+    )
     if job_waits_out_outages():
         command += ["--outage-limit-minutes", str(OUTAGE_LIMIT_MINUTES)]
     return command
@@ -844,7 +836,7 @@ def recount_topic(topic: str, end_offsets: dict[int, int]) -> Recount:
     )
     recount = Recount()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        partitions = [TopicPartition(topic, p) for p in range(settings.TOPIC_PARTITIONS)]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         deadline = time.monotonic() + RECOUNT_TIMEOUT_SECONDS
@@ -962,43 +954,39 @@ def batch_lines(log_path: Path) -> dict:
 def run_benchmark(args: argparse.Namespace, logs: Path) -> dict:
     plan = plan_stream(args)
     faults = plan_faults(args, plan.seconds)
-    topic = f"bench-faults-{uuid.uuid4().hex[:8]}"
     began = time.monotonic()
-    create_topic(topic)
-    try:
-        with (
-            scratch_database("bench_faults") as dsn,
-            tempfile.TemporaryDirectory(prefix="bench-faults-storage-") as storage,
-        ):
-            job_log = logs / "streaming.log"
-            run = FaultRun(
-                topic, plan, faults, Child(streaming_command(topic, dsn, storage), job_log), logs
-            )
-            log.info(
-                "stream of %d records over %.0f s (%.0f/s), faults: %s",
-                plan.events,
-                plan.seconds,
-                plan.rate,
-                ", ".join(f"{f.kind}@{f.at:.0f}s" for f in faults),
-            )
-            try:
-                run.run()
-            finally:
-                restored = run.close()
-            stream_seconds = run.clock()
-            end_offsets = topic_end_offsets(topic)
-            checkpoint = Path(StorageLayout(storage).streaming_checkpoint)
-            drains = drain(
-                streaming_command(topic, dsn, storage, "--available-now"),
-                job_log,
-                checkpoint,
-                topic,
-                end_offsets,
-            )
-            recount = recount_topic(topic, end_offsets)
-            checks = verify(dsn, storage, recount)
-    finally:
-        delete_topic(topic)
+    with (
+        harness.scratch_topic("bench-faults") as topic,
+        scratch_database("bench_faults") as dsn,
+        tempfile.TemporaryDirectory(prefix="bench-faults-storage-") as storage,
+    ):
+        job_log = logs / "streaming.log"
+        run = FaultRun(
+            topic, plan, faults, Child(streaming_command(topic, dsn, storage), job_log), logs
+        )
+        log.info(
+            "stream of %d records over %.0f s (%.0f/s), faults: %s",
+            plan.events,
+            plan.seconds,
+            plan.rate,
+            ", ".join(f"{f.kind}@{f.at:.0f}s" for f in faults),
+        )
+        try:
+            run.run()
+        finally:
+            restored = run.close()
+        stream_seconds = run.clock()
+        end_offsets = topic_end_offsets(topic)
+        checkpoint = Path(StorageLayout(storage).streaming_checkpoint)
+        drains = drain(
+            streaming_command(topic, dsn, storage, "--available-now"),
+            job_log,
+            checkpoint,
+            topic,
+            end_offsets,
+        )
+        recount = recount_topic(topic, end_offsets)
+        checks = verify(dsn, storage, recount)
     return {
         "parameters": {
             "events": args.events,
@@ -1099,11 +1087,7 @@ def main(argv=None) -> None:
     logs = Path(tempfile.mkdtemp(prefix="bench-faults-logs-"))
     results = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": harness.machine(),
         **run_benchmark(args, logs),
     }
     results["ok"] = (

@@ -34,9 +34,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kafka.admin import KafkaAdminClient, NewTopic
-
-from common import settings
+from bench.harness import scratch_topic, streaming_command
 from devtools.gcs_emulator import GcsEmulator
 from devtools.maven import ensure_jars, gcs_connector_jars
 from devtools.scratch_db import scratch_database
@@ -109,16 +107,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
     ensure_jars(gcs_connector_jars())
     log_path = work / "fake-gcs-server.log"
     emulator = GcsEmulator.start(log_path, log_requests=True)
-    topic = f"bench-gcs-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers())
-    admin.create_topics(
-        [NewTopic(topic, num_partitions=settings.TOPIC_PARTITIONS, replication_factor=1)]
-    )
     root_prefix = f"lake-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "STORAGE_EMULATOR_HOST": emulator.url}
     try:
         emulator.create_bucket(BUCKET)
-        with scratch_database("bench_gcs") as dsn:
+        with scratch_topic("bench-gcs") as topic, scratch_database("bench_gcs") as dsn:
             producer = subprocess.Popen(
                 [sys.executable, "-m", "simulator", "--topic", topic, "--devices", str(args.rate),
                  "--tick-seconds", "1", "--rate", str(args.rate), "--no-progress"],
@@ -126,9 +119,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
                 stderr=(work / "simulator.log").open("ab"),
             )  # fmt: skip
             job = subprocess.Popen(
-                [sys.executable, "-m", "spark_jobs.streaming", "--topic", topic, "--pg-dsn", dsn,
-                 "--storage-root", f"gs://{BUCKET}/{root_prefix}",
-                 "--trigger-seconds", str(args.trigger_seconds), "--master", "local[2]"],
+                streaming_command(topic, dsn, f"gs://{BUCKET}/{root_prefix}",
+                                  "--trigger-seconds", str(args.trigger_seconds),
+                                  "--master", "local[2]"),
                 cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
                 stderr=(work / "streaming.log").open("ab"),
                 start_new_session=True,
@@ -145,8 +138,6 @@ def measure(args: argparse.Namespace, work: Path) -> dict:
                 producer.terminate()
                 producer.wait(timeout=30)
     finally:
-        admin.delete_topics([topic])
-        admin.close()
         emulator.stop()
     batches = last - first
     if batches <= 0:

@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,14 +31,13 @@ from pathlib import Path
 
 import psycopg2
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 
+from bench.harness import machine, scratch_topic, streaming_command, streaming_options
 from common import settings
 from devtools.scratch_db import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "streaming.json"
-PARTITIONS = settings.TOPIC_PARTITIONS
 GROUP_SECONDS = 0.1
 
 
@@ -73,18 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
-
-
-def create_topic(name: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers())
-    admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])
-    admin.close()
-
-
-def delete_topic(name: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers())
-    admin.delete_topics([name])
-    admin.close()
 
 
 def load_events(topic: str, count: int) -> dict:
@@ -126,9 +112,7 @@ def load_events(topic: str, count: int) -> dict:
 def streaming_args(topic: str, dsn: str, storage: str, *extra: str):
     from spark_jobs.streaming import parse_args as streaming_parse_args
 
-    return streaming_parse_args(
-        ["--topic", topic, "--pg-dsn", dsn, "--storage-root", storage, *extra]
-    )
+    return streaming_parse_args(streaming_options(topic, dsn, storage, *extra))
 
 
 def drain_once(spark, topic: str, expected_events: int) -> dict:
@@ -165,17 +149,13 @@ def drain_once(spark, topic: str, expected_events: int) -> dict:
 def throughput(args: argparse.Namespace) -> dict:
     from spark_jobs.session import build_session
 
-    topic = f"bench-throughput-{uuid.uuid4().hex[:8]}"
-    create_topic(topic)
-    try:
+    with scratch_topic("bench-throughput") as topic:
         load = load_events(topic, args.events)
         started = time.monotonic()
         spark = build_session("bench-speed-layer", "local[*]", {"spark.ui.enabled": "false"})
         startup = time.monotonic() - started
         runs = [drain_once(spark, topic, args.events) for _ in range(args.runs)]
         spark.stop()
-    finally:
-        delete_topic(topic)
     rates = [r["events_per_second"] for r in runs]
     return {
         "events_per_run": args.events,
@@ -253,54 +233,44 @@ def poll_visibility(dsn: str, producer: SteadyProducer, deadline: float) -> list
 
 
 def latency(args: argparse.Namespace) -> dict:
-    topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
-    create_topic(topic)
-    try:
-        with (
-            scratch_database("bench") as dsn,
-            tempfile.TemporaryDirectory(prefix="bench-storage-") as storage,
-        ):
-            send_warm_up_event(topic)
-            job = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "spark_jobs.streaming",
-                    "--topic",
-                    topic,
-                    "--pg-dsn",
-                    dsn,
-                    "--storage-root",
-                    storage,
-                    "--trigger-seconds",
-                    str(args.trigger_seconds),
-                    "--starting-offsets",
-                    "earliest",
-                ],
-                cwd=REPO_ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+    with (
+        scratch_topic("bench-latency") as topic,
+        scratch_database("bench") as dsn,
+        tempfile.TemporaryDirectory(prefix="bench-storage-") as storage,
+    ):
+        send_warm_up_event(topic)
+        job = subprocess.Popen(
+            streaming_command(
+                topic,
+                dsn,
+                storage,
+                "--trigger-seconds",
+                str(args.trigger_seconds),
+                "--starting-offsets",
+                "earliest",
+            ),
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until_running(dsn)
+            producer = SteadyProducer(
+                topic,
+                args.latency_rate,
+                args.latency_seconds,
+                prefix=f"lat-{uuid.uuid4().hex[:4]}-",
+                warmup_seconds=args.warmup_seconds,
             )
-            try:
-                wait_until_running(dsn)
-                producer = SteadyProducer(
-                    topic,
-                    args.latency_rate,
-                    args.latency_seconds,
-                    prefix=f"lat-{uuid.uuid4().hex[:4]}-",
-                    warmup_seconds=args.warmup_seconds,
-                )
-                producer.start()
-                samples = poll_visibility(
-                    dsn,
-                    producer,
-                    time.monotonic() + args.warmup_seconds + args.latency_seconds + 120,
-                )
-            finally:
-                job.terminate()
-                job.wait(timeout=60)
-    finally:
-        delete_topic(topic)
+            producer.start()
+            samples = poll_visibility(
+                dsn,
+                producer,
+                time.monotonic() + args.warmup_seconds + args.latency_seconds + 120,
+            )
+        finally:
+            job.terminate()
+            job.wait(timeout=60)
     samples.sort()
     return {
         "rate_events_per_second": args.latency_rate,
@@ -351,11 +321,7 @@ def main(argv=None) -> None:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     results = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": machine(),
         "throughput": throughput(args),
         "latency": latency(args),
     }
