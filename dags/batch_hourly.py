@@ -38,23 +38,23 @@ hour 09:00-10:00, the one that *ends* at the date given.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, chain
 from platform_airflow.alerts import hour_failure_notifier
-from platform_airflow.hours import batch_hour, parse_utc
+from platform_airflow.hours import batch_hour
 from platform_airflow.quality import SpeedDriftOperator
 from platform_airflow.runners import batch_runner, build_batch_task
+from platform_airflow.schedule import batch_start_date
 from platform_airflow.sensors import SpeedLayerCaughtUpSensor
 
 from common import settings
 
 RUNNER = batch_runner()
 POSTGRES_CONN_ID = "platform_postgres"
-# catchup: unpausing the DAG schedules every hour since START_DATE (env BATCH_START_DATE, read when
-# the file is parsed: a new deployment starts where its data does, not with months of empty hours).
-START_DATE = parse_utc(os.environ.get("BATCH_START_DATE", "2026-11-27T00:00:00Z"))
+# catchup: unpausing the DAG schedules every hour since START_DATE: BATCH_START_DATE, else the first
+# hour with data (platform_airflow/schedule.py), so a new deployment queues no empty hours.
+START_DATE = batch_start_date(POSTGRES_CONN_ID)
 MAX_ACTIVE_RUNS = 2
 
 # The hour is the data interval's start, or conf["hour"] of a republication

@@ -30,6 +30,9 @@ os.environ.update(
     AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO_ROOT / "plugins"),
     AIRFLOW__CORE__LOAD_EXAMPLES="False",
 )
+# The tests' hours are of 2026-11-27. Without this batch_hourly would start at the first hour of
+# data in the database of `platform_postgres` (tests/dags/test_schedule.py tests that default).
+os.environ.setdefault("BATCH_START_DATE", "2026-11-27T00:00:00Z")
 # The local runner's Spark master, as ./airflow.sh sets it.
 os.environ.setdefault("AIRFLOW_CONN_SPARK_LOCAL", "spark://local")
 # Airflow puts the plugins folder on sys.path; tests import its helpers before Airflow may have.
