@@ -272,8 +272,13 @@ def event_hours(totals: postgres.SpeedBatchTotals) -> set[str]:
 
 
 def refused_conditions(refused: list[postgres.RefusedRow], window: str) -> list[tuple[Column, str]]:
-    """For each row the database refused, the condition that picks the records behind it."""
-    window_start = F.unix_seconds(F.window(F.timestamp_seconds("timestamp"), window).start)
+    """For each row the database refused, the condition that picks the records behind it.
+
+    Window and hour starts by arithmetic, not `F.window`: Spark filters out the rows whose time
+    is null wherever `F.window` is used, and the malformed records (no time) would vanish from
+    the quarantine. `pmod` floors times before 1970 as the windows do.
+    """
+    window_start = F.col("timestamp") - F.pmod("timestamp", F.lit(window_seconds(window)))
     hour_start = F.col("timestamp") - F.pmod("timestamp", F.lit(SECONDS_PER_HOUR))
     return [
         (

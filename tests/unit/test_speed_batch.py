@@ -216,6 +216,23 @@ def test_refused_rows_pick_exactly_the_records_behind_them(spark):
     ) == [0, 2]
 
 
+def test_malformed_records_stay_in_the_quarantine_beside_the_records_of_a_refused_window(spark):
+    # A malformed record has no timestamp; the condition of a refused window must not drop it.
+    classified = classify_records(
+        kafka_rows(spark, ["not json", report(1, H, app="SKYPE"), report(2, H - 3600)])
+    )
+    (malformed_reason,) = [r["reason"] for r in classified.collect() if r["offset"] == 0]
+    refused = [postgres.RefusedRow(SPEED_TABLES[BY_APP], "SKYPE", H, "database_refused:r")]
+
+    marked = reject_records(classified, refused_conditions(refused, "5 minutes"))
+
+    assert sorted((r["offset"], r["reason"]) for r in quarantine_records(marked).collect()) == [
+        (0, malformed_reason),
+        (1, "database_refused:r"),
+    ]
+    assert [r["kafka_offset"] for r in valid_events(marked).select("kafka_offset").collect()] == [2]
+
+
 def test_user_and_antenna_rows_refused_by_key_and_window(spark):
     classified = classify_records(
         kafka_rows(spark, [report(1, H, device="u1"), report(2, H, device="u2")])
