@@ -48,6 +48,13 @@ RETENTION_INTERVAL_SECONDS = 300.0
 # batch was applied, so a slow answer now is a problem to report, not to wait out.
 HEALTH_STATEMENT_TIMEOUT = "SET LOCAL statement_timeout = '10s'"
 KAFKA_TIMEOUT_MS = 5_000
+# What the streaming job writes: it refuses to start without them (REQUIRED_TABLES), rather than
+# warn at every batch that a database not migrated to V007 has no place for its health.
+HEALTH_TABLES = (
+    "speed_micro_batches",
+    "speed_micro_batch_partitions",
+    "speed_micro_batch_quarantine",
+)
 # What `python -m spark_jobs.health` reads; a database without them is not migrated to V007.
 STATUS_RELATIONS = (
     "speed_micro_batches",

@@ -38,7 +38,7 @@ from common.cli_types import non_negative_float, positive_float, positive_int
 from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_window
 from spark_jobs.events import classify_records, quarantine_records, reject_records, valid_events
-from spark_jobs.health import HealthWriter
+from spark_jobs.health import HEALTH_TABLES, HealthWriter
 from spark_jobs.lease import Lease, LeaseHeld
 from spark_jobs.outages import DependencyDown, Interrupted, OutagePolicy, wait_out
 from spark_jobs.raw_hours import (
@@ -70,6 +70,7 @@ REQUIRED_TABLES = (
     "speed_partition_offsets",
     "speed_refused_rows",
     *(t.name for t in SPEED_TABLES.values()),
+    *HEALTH_TABLES,
 )
 WINDOW_UNITS = {"second": 1, "minute": 60, "hour": 3600}
 WINDOW_PATTERN = re.compile(r"(?P<count>[0-9]+) (?P<unit>second|minute|hour)s?", re.ASCII)
