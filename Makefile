@@ -48,8 +48,9 @@ up: venv ## start Kafka and PostgreSQL, fetch Spark's jars, apply migrations, lo
 down: ## stop the local Kafka and PostgreSQL
 	@if [ -x $(PY) ]; then $(PY) -m localstack down; fi
 
-status: venv ## show what runs and where
+status: venv ## show what runs and where, the streaming lag, the last micro-batch and the hours to look at
 	$(PY) -m localstack status
+	$(PY) -m spark_jobs.health
 
 demo: up ## simulate traffic, run the pipeline, print what it computed
 	$(PY) -m devtools.demo

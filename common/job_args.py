@@ -1,5 +1,6 @@
-"""The command-line options both Spark jobs take, declared once: where the serving database is
-(a DSN, or the Secret Manager version holding it), where the data lives, and the Kafka topic."""
+"""The command-line options both Spark jobs (and `python -m spark_jobs.health`) take, declared
+once: where the serving database is (a DSN, or the Secret Manager version holding it), where the
+data lives, and the Kafka topic."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import argparse
 from common import secret_manager, settings
 
 
-def add_database_and_storage_args(parser: argparse.ArgumentParser, checkpoint_help: str) -> None:
+def add_database_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)"
     )
@@ -17,6 +18,10 @@ def add_database_and_storage_args(parser: argparse.ArgumentParser, checkpoint_he
         default=secret_manager.pg_dsn_secret_default(),
         help="Secret Manager version holding the DSN, replaces --pg-dsn (env PG_DSN_SECRET)",
     )
+
+
+def add_database_and_storage_args(parser: argparse.ArgumentParser, checkpoint_help: str) -> None:
+    add_database_args(parser)
     parser.add_argument(
         "--storage-root",
         default=settings.storage_root(),

@@ -17,6 +17,9 @@ DEFAULT_KAFKA_TOPIC = "devices"
 # terraform/kafka/startup.sh default to it (tests/infra/test_kafka_startup.py checks).
 TOPIC_PARTITIONS = 4
 DEFAULT_PG_DSN = "postgresql://platform:platform@127.0.0.1:5432/platform"
+# A week of micro-batch health rows (docs/contract.md §10): enough to look back over a weekend,
+# small enough (one row per batch, every few seconds) to stay a small table.
+DEFAULT_HEALTH_RETENTION_DAYS = "7"
 
 
 def state_dir() -> Path:
@@ -34,6 +37,12 @@ def kafka_topic() -> str:
 
 def pg_dsn() -> str:
     return os.environ.get("PG_DSN", DEFAULT_PG_DSN)
+
+
+def health_retention_days() -> str:
+    """Days the streaming job keeps its micro-batch health rows (HEALTH_RETENTION_DAYS), as the
+    text of a flag default, which argparse then checks like a typed flag."""
+    return os.environ.get("HEALTH_RETENTION_DAYS", DEFAULT_HEALTH_RETENTION_DAYS)
 
 
 def storage_root() -> str:

@@ -54,13 +54,16 @@ def totals_per_window(
     tables: list[Aggregate],
     window_duration: str,
     count_column: str | None = None,
+    newest_column: str | None = None,
 ) -> DataFrame:
     """Several tables' window totals in one pass and one shuffle, in long form:
     (table = the key column's name, key, date = window start, total, events).
 
     Each event is fanned out once per table before a single group-by, which costs less than one
     aggregation (and one shuffle) per table. `events` counts the rows, or sums `count_column`
-    when the rows are already pre-aggregated (the batch layer's hour cube).
+    when the rows are already pre-aggregated (the batch layer's hour cube). With
+    `newest_column`, a column `newest` holds its maximum per row, in the same aggregation (the
+    speed layer's newest event time, for its health row).
     """
     per_table = F.array(
         *[
@@ -69,16 +72,19 @@ def totals_per_window(
         ]
     )
     weight = F.col(count_column) if count_column else F.lit(1)
+    newest = [F.max(newest_column).alias("newest")] if newest_column else []
     return (
         events.select(
             F.window("event_time", window_duration).start.alias("date"),
             "bytes",
             weight.alias("weight"),
+            *([newest_column] if newest_column else []),
             F.explode(per_table).alias("k"),
         )
         .groupBy(F.col("k.table").alias("table"), F.col("k.key").alias("key"), "date")
         .agg(
             F.sum("bytes").cast("bigint").alias("total"),
             F.sum("weight").cast("bigint").alias("events"),
+            *newest,
         )
     )

@@ -76,11 +76,19 @@ class SpeedBatchTotals:
 
     increments: dict[SpeedTable, list[Increment]]
     hours: list[HourCount]
-    quarantined_events: int
+    # (reason, records) per quarantine reason of docs/contract.md §1, sorted by reason.
+    quarantined_by_reason: tuple[tuple[str, int], ...] = ()
+    # The newest valid event's time, epoch seconds; None without valid events. For the batch's
+    # health row (docs/contract.md §10), not for the totals.
+    newest_event_time: int | None = None
 
     @property
     def valid_events(self) -> int:
         return sum(events for _, events, _ in self.hours)
+
+    @property
+    def quarantined_events(self) -> int:
+        return sum(records for _, records in self.quarantined_by_reason)
 
 
 @dataclass(frozen=True, order=True)

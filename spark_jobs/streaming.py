@@ -33,11 +33,12 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from common import job_args, secret_manager
+from common import job_args, secret_manager, settings
 from common.cli_types import non_negative_float, positive_float, positive_int
 from spark_jobs import postgres
 from spark_jobs.aggregations import BY_ANTENNA, BY_APP, BY_USER, totals_per_window
 from spark_jobs.events import classify_records, quarantine_records, reject_records, valid_events
+from spark_jobs.health import HEALTH_TABLES, HealthWriter
 from spark_jobs.lease import Lease, LeaseHeld
 from spark_jobs.outages import DependencyDown, Interrupted, OutagePolicy, wait_out
 from spark_jobs.raw_hours import (
@@ -69,6 +70,7 @@ REQUIRED_TABLES = (
     "speed_partition_offsets",
     "speed_refused_rows",
     *(t.name for t in SPEED_TABLES.values()),
+    *HEALTH_TABLES,
 )
 WINDOW_UNITS = {"second": 1, "minute": 60, "hour": 3600}
 WINDOW_PATTERN = re.compile(r"(?P<count>[0-9]+) (?P<unit>second|minute|hour)s?", re.ASCII)
@@ -169,6 +171,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ),
     )
     parser.add_argument(
+        "--health-retention-days",
+        type=positive_float,
+        default=settings.health_retention_days(),
+        help=(
+            "keep the micro-batch health rows this many days (env HEALTH_RETENTION_DAYS,"
+            " default: 7)"
+        ),
+    )
+    parser.add_argument(
         "--master", default=None, help="Spark master (default: local[*], or what spark-submit sets)"
     )
     return parser.parse_args(argv)
@@ -201,14 +212,14 @@ class StreamStopped(Exception):
 
 def micro_batch_totals(records: DataFrame, window: str) -> postgres.SpeedBatchTotals:
     """What a micro-batch adds to the serving database, from its classified records (`reason`
-    NULL for a valid event): each speed table's window totals, each event hour's count, and how
-    many records go to the quarantine. Lists are sorted, so equal batches give equal results.
+    NULL for a valid event): each speed table's window totals, each event hour's count, the
+    records that go to the quarantine by reason, and the newest valid event's time. Lists are
+    sorted, so equal batches give equal results.
 
     One Spark job; when the caller has persisted `records`, it is the job that fills the cache.
     """
     rows = window_totals_and_quarantined(records, window).collect()
     windows = [row["window_total"] for row in rows if row["window_total"] is not None]
-    (quarantined,) = [row["quarantined_events"] for row in rows if row["window_total"] is None]
     by_key = {aggregate.key: table for aggregate, table in SPEED_TABLES.items()}
     increments: dict[postgres.SpeedTable, list[postgres.Increment]] = {
         table: [] for table in SPEED_TABLES.values()
@@ -225,30 +236,47 @@ def micro_batch_totals(records: DataFrame, window: str) -> postgres.SpeedBatchTo
             for total in windows
             if total["table"] == BY_ANTENNA.key
         ),
-        quarantined_events=quarantined,
+        quarantined_by_reason=tuple(
+            sorted(
+                (row["reason"], row["quarantined_events"])
+                for row in rows
+                if row["window_total"] is None
+            )
+        ),
+        newest_event_time=max((total["newest"] for total in windows), default=None),
     )
 
 
 def window_totals_and_quarantined(records: DataFrame, window: str) -> DataFrame:
     """The speed tables' window totals of the valid events, as `window_total` structs (table,
-    key, window_start epoch, total, events), and one more row whose `quarantined_events` counts
-    the rejected records.
+    key, window_start epoch, total, events, newest event time epoch), and one more row per
+    quarantine `reason` whose `quarantined_events` counts the rejected records.
 
-    A union, so one Spark job computes both. Each row sets exactly one of the two columns: the
-    count has a typed column of its own rather than a window row with a marker in it.
+    A union, so one Spark job computes both. Each row sets either `window_total` or the reason
+    and its count: the counts have typed columns of their own rather than window rows with a
+    marker in them.
     """
-    totals = totals_per_window(valid_events(records), list(SPEED_TABLES), window).select(
+    totals = totals_per_window(
+        valid_events(records), list(SPEED_TABLES), window, newest_column="timestamp"
+    ).select(
         F.struct(
-            "table", "key", F.unix_seconds("date").alias("window_start"), "total", "events"
+            "table",
+            "key",
+            F.unix_seconds("date").alias("window_start"),
+            "total",
+            "events",
+            "newest",
         ).alias("window_total"),
+        F.lit(None).cast("string").alias("reason"),
         F.lit(None).cast("bigint").alias("quarantined_events"),
     )
     quarantined = (
         records.where(F.col("reason").isNotNull())
-        .groupBy()
+        .groupBy("reason")
         .count()
         .select(
             F.lit(None).cast(totals.schema["window_total"].dataType).alias("window_total"),
+            "reason",
             F.col("count").alias("quarantined_events"),
         )
     )
@@ -299,6 +327,7 @@ class BatchOutcome:
     totals: postgres.SpeedBatchTotals
     applied: bool
     refused_records: bool
+    end_offsets: list[postgres.PartitionOffset]
 
 
 class SpeedLayerBatch:
@@ -314,6 +343,7 @@ class SpeedLayerBatch:
         compaction: ClosedHourCompaction,
         outages: OutagePolicy,
         leases: tuple[Lease, ...] = (),
+        health: HealthWriter | None = None,
     ):
         self.spark = spark
         self.layout = layout
@@ -323,6 +353,7 @@ class SpeedLayerBatch:
         self.compaction = compaction
         self.outages = outages
         self.leases = leases
+        self.health = health
         self.fatal: str | None = None
         self.batches_done = 0
         self._query_id: str | None = None
@@ -380,6 +411,11 @@ class SpeedLayerBatch:
             f", compacted hours {', '.join(compacted)}" if compacted else "",
             timings,
         )
+        # Last, so that every step's time is known; a replay writes its row again.
+        if self.health is not None:
+            self.health.record(
+                self.query_id, batch_id, totals, timings.seconds, outcome.end_offsets
+            )
 
     def _write_batch(
         self, classified: DataFrame, batch_id: int, timings: StepTimer
@@ -429,7 +465,7 @@ class SpeedLayerBatch:
                         ),
                         self.outages,
                     )
-                return BatchOutcome(totals, applied, bool(refused_rows))
+                return BatchOutcome(totals, applied, bool(refused_rows), end_offsets)
             except postgres.RowsRefused as refusal:
                 if not refusal.rows:
                     raise StreamStopped(self._stop_message(batch_id, str(refusal))) from refusal
@@ -715,8 +751,9 @@ def speed_layer_batch(
 ) -> SpeedLayerBatch:
     compaction = ClosedHourCompaction(spark, layout, timedelta(minutes=args.compact_after_minutes))
     checkpoint = args.checkpoint or layout.streaming_checkpoint
+    health = HealthWriter(args.pg_dsn, args.bootstrap_servers, args.health_retention_days)
     return SpeedLayerBatch(
-        spark, layout, checkpoint, args.pg_dsn, args.window, compaction, policy, leases
+        spark, layout, checkpoint, args.pg_dsn, args.window, compaction, policy, leases, health
     )
 
 
@@ -766,6 +803,8 @@ def run(args: argparse.Namespace) -> None:
     except Interrupted:
         log.info("stopped while waiting for a dependency")
     finally:
+        if batch.health is not None:
+            batch.health.close()
         for lease in taken:
             lease.release()
 

@@ -10,11 +10,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from common import settings
 from spark_jobs.storage import StorageLayout
@@ -87,6 +88,40 @@ def assert_raw_holds_each_event_once(storage_root: Path, summary: dict) -> None:
     assert len(rows) == summary["events"]
     assert len(offsets) == len(rows)
     assert sum(r["bytes"] for r in rows) == summary["total_bytes"]
+
+
+def kafka_end_offsets(topic: str) -> list[tuple[int, int]]:
+    """(partition, end offset) of every partition of the topic, as Kafka says now."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers())
+    try:
+        partitions = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))
+        ]
+        return sorted(
+            (tp.partition, offset) for tp, offset in consumer.end_offsets(partitions).items()
+        )
+    finally:
+        consumer.close()
+
+
+def assert_health_rows_match_the_run(dsn: str, topic: str, events: int) -> None:
+    """docs/contract.md §10: one health row per applied micro-batch, whose events add up to the
+    events stored, and a last batch that committed what Kafka holds (lag 0)."""
+    (last_batch,) = query(dsn, "SELECT last_batch_id FROM speed_layer_progress")[0]
+    batches = query(dsn, "SELECT batch_id, events FROM speed_micro_batches ORDER BY batch_id")
+    assert [batch_id for batch_id, _ in batches] == list(range(last_batch + 1))
+    assert sum(batch_events for _, batch_events in batches) == events
+    assert query(
+        dsn,
+        "SELECT partition, committed_offset, latest_offset FROM speed_micro_batch_partitions"
+        " WHERE batch_id = %s AND topic = %s ORDER BY partition",
+        (last_batch, topic),
+    ) == [(partition, end, end) for partition, end in kafka_end_offsets(topic)]
+    assert query(
+        dsn,
+        "SELECT sum(records_behind) FROM speed_partition_lag WHERE batch_id = %s",
+        (last_batch,),
+    ) == [(0,)]
 
 
 def test_seeded_run_equals_simulator_summary_and_rerun_changes_nothing(
@@ -188,6 +223,19 @@ def test_malformed_records_are_quarantined_and_valid_ones_around_them_count(
     assert query(
         scratch_dsn, "SELECT valid_events, quarantined_events FROM speed_layer_progress"
     ) == [(4, len(MALFORMED))]
+    assert_health_rows_match_the_run(scratch_dsn, topic, events=4)
+    assert dict(
+        query(
+            scratch_dsn, "SELECT reason, sum(records) FROM speed_micro_batch_quarantine GROUP BY 1"
+        )
+    ) == Counter(MALFORMED.values())
+    assert query(scratch_dsn, "SELECT sum(quarantined) FROM speed_micro_batches") == [
+        (len(MALFORMED),)
+    ]
+    assert query(
+        scratch_dsn,
+        "SELECT extract(epoch FROM max(newest_event_time))::bigint FROM speed_micro_batches",
+    ) == [(window,)]
 
 
 def start_streaming(topic: str, dsn: str, storage: Path, log_path: Path) -> subprocess.Popen:
@@ -248,3 +296,5 @@ def test_sigkill_mid_stream_and_restart_keeps_every_total_exact(topic, scratch_d
     assert summary["events"] == 360 * 50
     assert_speed_tables_equal(scratch_dsn, summary)
     assert_raw_holds_each_event_once(storage, summary)
+    # Batches replayed after the kills rewrote their health rows rather than adding to them.
+    assert_health_rows_match_the_run(scratch_dsn, topic, events=summary["events"])

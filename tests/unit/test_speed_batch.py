@@ -1,6 +1,6 @@
 """The speed layer's micro-batch totals, window lengths and the records behind refused rows, on
-small DataFrames. The totals are compared whole: every table, every hour and the quarantined
-count."""
+small DataFrames. The totals are compared whole: every table, every hour, the quarantined records
+by reason and the newest valid event's time."""
 
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ def totals_of(spark, events, window="5 minutes") -> postgres.SpeedBatchTotals:
     return micro_batch_totals(classify_records(kafka_rows(spark, events)), window)
 
 
-def expected_totals(antenna=(), user=(), app=(), hours=(), quarantined=0):
-    """A micro-batch's totals written by hand; rows in sorted order, as the result gives them."""
+def expected_totals(antenna=(), user=(), app=(), hours=(), quarantined=None, newest=None):
+    """A micro-batch's totals written by hand; rows in sorted order, as the result gives them.
+    `quarantined`: {reason: records}; `newest`: the newest valid event's epoch second."""
     return postgres.SpeedBatchTotals(
         increments={
             SPEED_TABLES[BY_ANTENNA]: list(antenna),
@@ -47,7 +48,8 @@ def expected_totals(antenna=(), user=(), app=(), hours=(), quarantined=0):
             SPEED_TABLES[BY_APP]: list(app),
         },
         hours=list(hours),
-        quarantined_events=quarantined,
+        quarantined_by_reason=tuple(sorted((quarantined or {}).items())),
+        newest_event_time=newest,
     )
 
 
@@ -83,7 +85,13 @@ def test_two_windows_across_two_hours_with_several_keys_and_rejected_records(spa
             ("WHATSAPP", H, 50),
         ],
         hours=[(H - 3600, 2, 30), (H, 3, 120)],
-        quarantined=4,
+        quarantined={
+            "invalid_json": 1,
+            "not_an_object": 1,
+            "negative_bytes": 1,
+            "wrong_type:bytes": 1,
+        },
+        newest=H + 299,
     )
 
 
@@ -102,6 +110,7 @@ def test_the_window_length_decides_the_windows_but_not_the_hours(spark):
         user=[("u1", H - 3600, 8), ("u1", H, 7)],
         app=[("SKYPE", H - 3600, 8), ("SKYPE", H, 7)],
         hours=[(H - 3600, 1, 8), (H, 3, 7)],
+        newest=H + 3599,
     )
 
 
@@ -112,7 +121,15 @@ def test_a_batch_without_records_adds_nothing(spark):
 def test_a_batch_of_rejected_records_only_counts_them(spark):
     totals = totals_of(spark, ["not json", "[]", {"bytes": 1}, report(1, 2**62), report(-1, H)])
 
-    assert totals == expected_totals(quarantined=5)
+    assert totals == expected_totals(
+        quarantined={
+            "invalid_json": 1,
+            "not_an_object": 1,
+            "missing_field:timestamp": 1,
+            "timestamp_out_of_range": 1,
+            "negative_bytes": 1,
+        }
+    )
 
 
 def test_records_the_database_refused_leave_the_totals_for_the_quarantine(spark):
@@ -133,8 +150,71 @@ def test_records_the_database_refused_leave_the_totals_for_the_quarantine(spark)
         user=[("u1", H, 1)],
         app=[("SKYPE", H, 1)],
         hours=[(H, 1, 1)],
-        quarantined=2,
+        quarantined={"database_refused:x": 1, "database_refused:y": 1},
+        newest=H,
     )
+
+
+def test_quarantined_records_are_counted_per_reason_and_the_newest_valid_event_is_kept(spark):
+    totals = totals_of(
+        spark,
+        [
+            report(1, H + 10),
+            "not json",
+            report(-1, H + 3000),
+            "also not json",
+            report(2, H + 20, app="TELEGRAM"),
+            {**report(1, H), "bytes": None},
+            report(-2, H),
+            report(4, H - 50),
+        ],
+    )
+
+    # The rejected records' later timestamps do not count: only valid events are served.
+    assert totals == expected_totals(
+        antenna=[("a1", H - 300, 4), ("a1", H, 3)],
+        user=[("u1", H - 300, 4), ("u1", H, 3)],
+        app=[("SKYPE", H - 300, 4), ("SKYPE", H, 1), ("TELEGRAM", H, 2)],
+        hours=[(H - 3600, 1, 4), (H, 2, 3)],
+        quarantined={"invalid_json": 2, "negative_bytes": 2, "null_field:bytes": 1},
+        newest=H + 20,
+    )
+    assert totals.quarantined_events == 5
+
+
+def test_records_the_database_refused_count_under_their_refusal_and_leave_the_newest_time(
+    spark,
+):
+    classified = classify_records(
+        kafka_rows(
+            spark,
+            [report(1, H), report(2, H + 400, app="WHATSAPP"), "[]", report(8, H + 500, "X")],
+        )
+    )
+    refused = [
+        postgres.RefusedRow(SPEED_TABLES[BY_APP], "WHATSAPP", H + 300, "database_refused:x"),
+        postgres.RefusedRow(SPEED_TABLES[BY_APP], "X", H + 300, "database_refused:x"),
+    ]
+
+    totals = micro_batch_totals(
+        reject_records(classified, refused_conditions(refused, "5 minutes")), "5 minutes"
+    )
+
+    assert totals == expected_totals(
+        antenna=[("a1", H, 1)],
+        user=[("u1", H, 1)],
+        app=[("SKYPE", H, 1)],
+        hours=[(H, 1, 1)],
+        quarantined={"database_refused:x": 2, "not_an_object": 1},
+        newest=H,
+    )
+
+
+def test_the_newest_event_time_spans_windows_tables_and_years(spark):
+    totals = totals_of(spark, [report(1, -3600, antenna="a2"), report(2, -62135596800)])
+
+    assert totals.newest_event_time == -3600
+    assert totals.quarantined_by_reason == ()
 
 
 def test_batch_totals_per_table_window_and_hour_with_the_quarantined_count(spark):
