@@ -1,4 +1,4 @@
-"""The command-line options both Spark jobs take, declared once: where the serving database is
+"""The command-line options the Spark jobs share, declared once: where the serving database is
 (a DSN, or the Secret Manager version holding it), where the data lives, and the Kafka topic."""
 
 from __future__ import annotations
@@ -8,7 +8,11 @@ import argparse
 from common import secret_manager, settings
 
 
-def add_database_and_storage_args(parser: argparse.ArgumentParser, checkpoint_help: str) -> None:
+def add_database_and_storage_args(
+    parser: argparse.ArgumentParser, checkpoint_help: str | None
+) -> None:
+    """--pg-dsn, --pg-dsn-secret, --storage-root, and --checkpoint unless `checkpoint_help` is
+    None (a job that never reads the streaming checkpoint)."""
     parser.add_argument(
         "--pg-dsn", default=settings.pg_dsn(), help="libpq URI of the serving database (env PG_DSN)"
     )
@@ -22,7 +26,8 @@ def add_database_and_storage_args(parser: argparse.ArgumentParser, checkpoint_he
         default=settings.storage_root(),
         help="local folder or gs:// URI (env STORAGE_ROOT)",
     )
-    parser.add_argument("--checkpoint", help=checkpoint_help)
+    if checkpoint_help is not None:
+        parser.add_argument("--checkpoint", help=checkpoint_help)
 
 
 def add_kafka_args(parser: argparse.ArgumentParser, servers_help: str, topic_help: str) -> None:
