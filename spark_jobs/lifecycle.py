@@ -212,7 +212,8 @@ def plan_raw_deletions(
 ) -> list[RawHourDeletion]:
     """Per served hour ended before `cutoff` with a complete compaction through N <= the served
     run's batch L: what goes. `served` is {event hour name: L}."""
-    hours = [name[len(HOUR_PREFIX) :] for name in raw_hours.child_names(spark, layout.raw)]
+    names = raw_hours.child_names(spark, layout.raw)
+    hours = [name[len(HOUR_PREFIX) :] for name in names if name.startswith(HOUR_PREFIX)]
     plans = []
     for hour in sorted(h for h in hours if h in served and ended_before(h, cutoff)):
         compacted = raw_hours.newest_compaction(spark, layout, hour, served[hour])
