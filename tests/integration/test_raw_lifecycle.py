@@ -226,7 +226,7 @@ def folder_names(emulator: GcsEmulator, prefix: str) -> set[str]:
         parts = name.removeprefix(f"{prefix}/").split("/")
         if parts[0] in ("raw", "compacted") and len(parts) >= 4:
             names.add(f"{parts[0]}/{parts[1].removeprefix('event_hour=')}/{parts[2]}")
-        elif parts[0] == "quarantine":
+        elif parts[0] == "quarantine" and len(parts) >= 3:  # not the connector's folder marker
             names.add(f"quarantine/{parts[1]}")
     return names
 
