@@ -10,7 +10,13 @@ sends (bench/serving_sql/dashboard/*.sql, as Superset renders them:
 time range (the last 7 days) and for the whole year, several times; the median of planning +
 execution time is reported. Last, the same with the indexes of V004 dropped, to show what they buy.
 
-    python -m bench.serving [--days 365] [--runs 5]
+Before measuring, the data lifecycle runs on the year as it does in production
+(spark_jobs/lifecycle.py, docs/contract.md §11): the speed windows of the hours the batch layer
+serves, older than the speed retention (7 days), are rolled up into one row per key and hour and
+their drift recorded, by the same SQL function the job calls. --no-lifecycle measures the year as
+it was before the lifecycle existed: every 5-minute window kept.
+
+    python -m bench.serving [--days 365] [--runs 5] [--no-lifecycle]
 
 Figures go to bench/results/serving.json. Needs a PostgreSQL server at PG_DSN (`make up`).
 """
@@ -29,7 +35,9 @@ from pathlib import Path
 
 import psycopg2
 
+from common import settings
 from devtools.scratch_db import scratch_database
+from spark_jobs.lifecycle import roll_up_speed_hours
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = REPO_ROOT / "bench" / "serving_sql"
@@ -47,6 +55,7 @@ BATCH_TABLES = (
     "users_over_quota_1h",
     "batch_hour_runs",
 )
+LIFECYCLE_TABLES = ("speed_hour_batches", "speed_drift_hours")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,6 +76,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-comparison", action="store_true", help="skip the runs without the V004 indexes"
+    )
+    parser.add_argument(
+        "--speed-retention-days",
+        type=int,
+        default=settings.DEFAULT_SPEED_WINDOW_RETENTION_DAYS,
+        help="the lifecycle's speed window retention (default 7)",
+    )
+    parser.add_argument(
+        "--no-lifecycle", action="store_true", help="keep every 5-minute window of the year"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -117,13 +135,30 @@ def generate_year(dsn: str, args: argparse.Namespace) -> dict:
     }
 
 
+def apply_lifecycle(dsn: str, retention_days: int) -> dict:
+    """What the daily lifecycle job leaves of the year's speed windows."""
+    started = time.monotonic()
+    rolled = roll_up_speed_hours(
+        dsn, datetime.now(UTC) - timedelta(days=retention_days), dry_run=False
+    )
+    seconds = time.monotonic() - started
+    vacuum_analyze(dsn)
+    return {
+        "speed_retention_days": retention_days,
+        "hours_rolled_up": len(rolled),
+        "windows_removed": sum(rolled.values()),
+        "rows_after": row_counts(dsn),
+        "seconds": round(seconds, 1),
+    }
+
+
 def vacuum_analyze(dsn: str) -> None:
     """As autovacuum leaves a table at rest: statistics, and a visibility map for index-only
     scans."""
     conn = psycopg2.connect(dsn)
     conn.autocommit = True  # VACUUM cannot run in a transaction
     with conn.cursor() as cur:
-        for table in (*SPEED_TABLES, *BATCH_TABLES):
+        for table in (*SPEED_TABLES, *BATCH_TABLES, *LIFECYCLE_TABLES):
             cur.execute(f"VACUUM (ANALYZE) {table}")
     conn.close()
 
@@ -217,12 +252,16 @@ def time_ranges(now: datetime) -> dict[str, dict]:
 
 
 def goal(figures: dict) -> dict:
-    worst = max(figures["last_7_days"].values(), key=lambda f: f["median_ms"])["median_ms"]
+    """Under GOAL_MS per query, over the dashboard's range and over the year alike."""
+    worst = {
+        range_name: max(per_query.values(), key=lambda f: f["median_ms"])["median_ms"]
+        for range_name, per_query in figures.items()
+    }
     return {
-        "dashboard_range": "last 7 days",
+        "ranges": list(worst),
         "per_query_ms_at_most": GOAL_MS,
         "slowest_median_ms": worst,
-        "met": worst < GOAL_MS,
+        "met": {range_name: ms < GOAL_MS for range_name, ms in worst.items()},
     }
 
 
@@ -262,6 +301,13 @@ def main(argv=None) -> None:
             f"generated {args.days} days: {data['rows']} in {data['generation_seconds']} s",
             flush=True,
         )
+        lifecycle = None if args.no_lifecycle else apply_lifecycle(dsn, args.speed_retention_days)
+        if lifecycle:
+            print(
+                f"lifecycle: rolled up {lifecycle['hours_rolled_up']} hours in "
+                f"{lifecycle['seconds']} s: {lifecycle['rows_after']}",
+                flush=True,
+            )
         ranges = time_ranges(datetime.now(UTC))
         indexed = measure(dsn, queries, ranges, args.runs)
         print_figures("with the serving indexes (V004)", indexed)
@@ -283,6 +329,7 @@ def main(argv=None) -> None:
         "measured_at": measured_at,
         "machine": server,
         "input": {**data, "antennas": ANTENNAS, "users": 20, "apps": 5, "seed": args.seed},
+        "lifecycle": lifecycle,
         "runs": args.runs,
         "what": (
             "EXPLAIN (ANALYZE, BUFFERS) of each dashboard query (bench/serving_sql/dashboard/); "
@@ -294,9 +341,11 @@ def main(argv=None) -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    met = results["goal"]["met"]
     print(
-        f"\ngoal (< {GOAL_MS:.0f} ms per query over the last 7 days): "
-        f"{'met' if results['goal']['met'] else 'NOT met'}; "
+        f"\ngoal (< {GOAL_MS:.0f} ms per query): "
+        + ", ".join(f"{name} {'met' if ok else 'NOT met'}" for name, ok in met.items())
+        + "; "
         "figures in "
         f"{args.out.relative_to(REPO_ROOT) if args.out.is_relative_to(REPO_ROOT) else args.out}"
     )

@@ -1,4 +1,4 @@
-"""The command-line options both Spark jobs (and `python -m spark_jobs.health`) take, declared
+"""The command-line options the Spark jobs (and `python -m spark_jobs.health`) share, declared
 once: where the serving database is (a DSN, or the Secret Manager version holding it), where the
 data lives, and the Kafka topic."""
 
@@ -20,14 +20,19 @@ def add_database_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_database_and_storage_args(parser: argparse.ArgumentParser, checkpoint_help: str) -> None:
+def add_database_and_storage_args(
+    parser: argparse.ArgumentParser, checkpoint_help: str | None
+) -> None:
+    """--pg-dsn, --pg-dsn-secret, --storage-root, and --checkpoint unless `checkpoint_help` is
+    None (a job that never reads the streaming checkpoint)."""
     add_database_args(parser)
     parser.add_argument(
         "--storage-root",
         default=settings.storage_root(),
         help="local folder or gs:// URI (env STORAGE_ROOT)",
     )
-    parser.add_argument("--checkpoint", help=checkpoint_help)
+    if checkpoint_help is not None:
+        parser.add_argument("--checkpoint", help=checkpoint_help)
 
 
 def add_kafka_args(parser: argparse.ArgumentParser, servers_help: str, topic_help: str) -> None:

@@ -67,3 +67,29 @@ def gcs_jars_dir() -> Path:
     """The Cloud Storage connector jar local Spark uses with the emulator (Dataproc ships its
     own)."""
     return state_dir() / "jars" / "gcs"
+
+
+# Data lifecycle (docs/contract.md §11, spark_jobs/lifecycle.py): days an hour's data is kept
+# after the hour ended (quarantine: after its files were written), once it may go at all.
+DEFAULT_RAW_BATCH_RETENTION_DAYS = 3
+DEFAULT_SPEED_WINDOW_RETENTION_DAYS = 7
+DEFAULT_QUARANTINE_RETENTION_DAYS = 30
+
+
+def _days(variable: str, default: int) -> int:
+    return int(os.environ.get(variable) or default)
+
+
+def raw_batch_retention_days() -> int:
+    """Micro-batch folders of a compacted, published hour are deleted this long after it ended."""
+    return _days("RAW_BATCH_RETENTION_DAYS", DEFAULT_RAW_BATCH_RETENTION_DAYS)
+
+
+def speed_window_retention_days() -> int:
+    """5-minute speed windows of an hour the batch layer serves are rolled up this long after."""
+    return _days("SPEED_WINDOW_RETENTION_DAYS", DEFAULT_SPEED_WINDOW_RETENTION_DAYS)
+
+
+def quarantine_retention_days() -> int:
+    """Quarantine folders are deleted this long after their files were written."""
+    return _days("QUARANTINE_RETENTION_DAYS", DEFAULT_QUARANTINE_RETENTION_DAYS)

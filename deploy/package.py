@@ -7,6 +7,7 @@ gs://BUCKET/code/ (storage.tf): `python -m deploy.package` (or `make package`).
                                the laptop's tooling (localstack, devtools)
     spark_jobs/batch.py        main file of the hourly batch job (the DAG's code_uri layout)
     spark_jobs/streaming.py    main file of the long-running streaming job
+    spark_jobs/lifecycle.py    main file of the daily data lifecycle job (DAG data_lifecycle)
     deploy/migrate_job.py      main file of the job that migrates Cloud SQL
     jars/*.jar                 Spark's Kafka connector and its dependencies (Maven Central)
 
@@ -28,7 +29,12 @@ BUILD_DIR = REPO_ROOT / "build" / "gcp" / "code"
 BUNDLE_NAME = "platform.zip"
 BUNDLED_PACKAGES = ("common", "spark_jobs", "migrations", "simulator")
 BUNDLED_DATA = ("sql",)
-MAIN_FILES = ("spark_jobs/batch.py", "spark_jobs/streaming.py", "deploy/migrate_job.py")
+MAIN_FILES = (
+    "spark_jobs/batch.py",
+    "spark_jobs/streaming.py",
+    "spark_jobs/lifecycle.py",
+    "deploy/migrate_job.py",
+)
 JARS_FOLDER = "jars"
 # zip's earliest representable time; any fixed value makes the archive reproducible.
 FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)

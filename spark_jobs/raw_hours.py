@@ -11,7 +11,8 @@ Spark writes `_SUCCESS` after every file is in place, so a folder without it (a 
 short) is never read. A reader of hour H up to the committed batch C takes the newest complete
 compaction with N <= C, plus the raw micro-batch folders with N < batch_id <= C: late events
 that arrived after the compaction still count, and nothing is read twice. Compaction never
-deletes: the micro-batch files stay until the storage's retention removes them.
+deletes: the micro-batch files stay until the data lifecycle (spark_jobs/lifecycle.py,
+docs/contract.md §11) deletes those a compaction covers, once their hour is published and old.
 """
 
 from __future__ import annotations

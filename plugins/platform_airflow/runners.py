@@ -38,6 +38,7 @@ RUNNERS = (LOCAL, DATAPROC)
 
 LOCAL_SPARK_CONN_ID = "spark_local"
 LOCAL_BATCH_APPLICATION = REPO_ROOT / "spark_jobs" / "batch.py"
+LOCAL_LIFECYCLE_APPLICATION = REPO_ROOT / "spark_jobs" / "lifecycle.py"
 
 
 def batch_runner() -> str:
@@ -56,11 +57,20 @@ def build_batch_task(
     dataproc_job: dict[str, Any],
     gcp_project: str,
     gcp_region: str,
+    local_application: Path = LOCAL_BATCH_APPLICATION,
+    local_name: str = "batch-hourly",
     **operator_kwargs: Any,
 ):
-    """The operator that runs the batch job of the DAG run's hour on `runner`."""
+    """The operator that runs a Spark job (the batch job of the DAG run's hour by default) on
+    `runner`: `local_application` with `local_args`, or `dataproc_job`."""
     if runner == LOCAL:
-        return local_spark_submit(task_id=task_id, application_args=local_args, **operator_kwargs)
+        return local_spark_submit(
+            task_id=task_id,
+            application_args=local_args,
+            application=local_application,
+            name=local_name,
+            **operator_kwargs,
+        )
     # Imported only when used: the Google provider adds seconds to every parse of the DAG file.
     from platform_airflow.dataproc import DataprocSubmitHourJobOperator
 
@@ -98,14 +108,19 @@ class LocalBatchSubmitOperator(SparkSubmitOperator):
 
 
 def local_spark_submit(
-    *, task_id: str, application_args: Sequence[str], **operator_kwargs: Any
+    *,
+    task_id: str,
+    application_args: Sequence[str],
+    application: Path = LOCAL_BATCH_APPLICATION,
+    name: str = "batch-hourly",
+    **operator_kwargs: Any,
 ) -> SparkSubmitOperator:
     return LocalBatchSubmitOperator(
         task_id=task_id,
         conn_id=LOCAL_SPARK_CONN_ID,
-        application=str(LOCAL_BATCH_APPLICATION),
+        application=str(application),
         application_args=list(application_args),
-        name="batch-hourly",
+        name=name,
         env_vars=local_driver_environment(),
         **operator_kwargs,
     )
