@@ -206,3 +206,79 @@ def superset_url(pipeline_dsn):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+# TEMPORARY: the streaming job does not write the pipeline-health rows of docs/contract.md §10 on
+# this branch yet (another branch makes it). Until it does, the Pipeline health dashboard's test
+# gets realistic rows from here. Once the streaming job fills speed_micro_batches and its
+# partitions and quarantine tables, delete this SQL, the function below and the fixture
+# `pipeline_health_rows` (and its use in tests/e2e/test_dashboard.py): the pipeline run of
+# `pipeline_dsn` then provides the micro-batches, and hours in more states would need a real
+# failure, late data and an unpublished hour, which the e2e pipeline does not produce.
+TEMPORARY_HEALTH_QUERY_ID = "e2e-temporary-health-rows"
+TEMPORARY_HEALTH_ROWS_SQL = """
+-- Twenty micro-batches, one every 30 s over the last 10 minutes, the last one a few seconds ago;
+-- every tenth compacts.
+INSERT INTO speed_micro_batches
+    (query_id, batch_id, finished_at, events, quarantined, newest_event_time,
+     read_aggregate_seconds, raw_seconds, quarantine_seconds, postgres_seconds, compaction_seconds)
+SELECT %(query_id)s, 1000 + i, now() - (19 - i) * interval '30 seconds' - interval '5 seconds',
+       3000 + (i * 137) %% 900, 1 + i %% 3 + 2 * (1 - i %% 2),
+       now() - (19 - i) * interval '30 seconds' - interval '8 seconds',
+       1.2 + (i %% 4) * 0.15, 0.6 + (i %% 3) * 0.1, 0.15, 0.8 + (i %% 5) * 0.1,
+       CASE WHEN i %% 10 = 9 THEN 2.5 ELSE 0 END
+FROM generate_series(0, 19) AS i;
+
+-- Three partitions, each behind by a different, varying number of records.
+INSERT INTO speed_micro_batch_partitions
+    (query_id, batch_id, topic, partition, committed_offset, latest_offset)
+SELECT %(query_id)s, 1000 + i, %(query_id)s, p, i * 1000 + p,
+       i * 1000 + p + (p + 1) * 60 + (i %% 6) * 40
+FROM generate_series(0, 19) AS i, generate_series(0, 2) AS p;
+
+-- Two reasons: invalid_json in every batch, missing_field:bytes in every other one (the totals
+-- match speed_micro_batches.quarantined).
+INSERT INTO speed_micro_batch_quarantine (query_id, batch_id, reason, records)
+SELECT %(query_id)s, 1000 + i, 'invalid_json', 1 + i %% 3 FROM generate_series(0, 19) AS i
+UNION ALL
+SELECT %(query_id)s, 1000 + i, 'missing_field:bytes', 2 FROM generate_series(0, 19, 2) AS i;
+
+-- Hours older than the pipeline's two (the current hour is open, the last one published), one
+-- per remaining state: 2 h ago waiting for completeness (counted by the stream, no run), 3 h ago
+-- republication pending (published from batch 1005, late events in batch 1010), 4 h ago
+-- published, 5 h ago failed its gate.
+INSERT INTO speed_hour_batches (date, batch_id, events, bytes)
+VALUES (%(hour)s - interval '2 hours', 1012, 41000, 410000000),
+       (%(hour)s - interval '3 hours', 1003, 40000, 400000000),
+       (%(hour)s - interval '3 hours', 1010, 12, 120000),
+       (%(hour)s - interval '4 hours', 1003, 39000, 390000000),
+       (%(hour)s - interval '5 hours', 1003, 38000, 380000000);
+INSERT INTO batch_hour_runs
+    (date, valid_events, valid_bytes, unknown_device_bytes, last_streaming_batch, computed_at,
+     raw_rows, distinct_offsets)
+VALUES (%(hour)s - interval '3 hours', 40000, 400000000, 0, 1005,
+        %(hour)s - interval '1 hour 50 minutes', 40000, 40000),
+       (%(hour)s - interval '4 hours', 39000, 390000000, 0, 1005,
+        %(hour)s - interval '2 hours 50 minutes', 39000, 39000);
+INSERT INTO batch_hour_failures (date, failed_checks, details, last_streaming_batch, failed_at)
+VALUES (%(hour)s - interval '5 hours', 'raw_rows_are_distinct_offsets',
+        'raw rows 38012, distinct offsets 38000', 1003, %(hour)s - interval '3 hours 50 minutes');
+"""
+
+
+def insert_temporary_health_rows(dsn: str) -> None:
+    """The rows the Pipeline health dashboard shows, until the streaming job writes them (see
+    above)."""
+    current_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            TEMPORARY_HEALTH_ROWS_SQL,
+            {"query_id": TEMPORARY_HEALTH_QUERY_ID, "hour": current_hour},
+        )
+    connection.close()
+
+
+@pytest.fixture(scope="session")
+def pipeline_health_rows(pipeline_dsn) -> None:
+    """TEMPORARY (see TEMPORARY_HEALTH_ROWS_SQL): delete once the streaming job writes them."""
+    insert_temporary_health_rows(pipeline_dsn)

@@ -1,8 +1,9 @@
-"""The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver) logs
-in to Superset, opens the dashboard, waits for every chart, and saves a screenshot
-(docs/dashboard.png, shown in the README). Every chart must have rendered without an error, and
-Superset's chart data API must return rows for each, from both layers where the chart shows the
-layer."""
+"""The dashboards in a real browser: headless Chromium (Debian's chromium and chromium-driver) logs
+in to Superset, opens each dashboard, waits for every chart, and saves a screenshot
+(docs/dashboard.png and docs/pipeline-health.png, shown in the README). Every chart must have
+rendered without an error, and Superset's chart data API must return rows for each: from both
+layers where the chart shows the layer, for every partition, reason, layer and hour state on the
+Pipeline health dashboard."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
 DASHBOARD_SLUG = "mobile-usage"
 SCREENSHOT = REPO_ROOT / "docs" / "dashboard.png"
+HEALTH_DASHBOARD_SLUG = "pipeline-health"
+HEALTH_SCREENSHOT = REPO_ROOT / "docs" / "pipeline-health.png"
+HEALTH_CHARTS = {
+    "Kafka lag per partition",
+    "Events per second",
+    "Micro-batch duration per step",
+    "Quarantine by reason",
+    "Freshness per layer",
+    "Hours and their state",
+}
 CHARTS = {
     "Traffic by answering layer",
     "Traffic per antenna",
@@ -65,6 +76,13 @@ def browser():
 
 
 @pytest.fixture(scope="module")
+def logged_in_browser(browser, superset_url):
+    # Once per module: a second visit to /login/ while logged in redirects away from the form.
+    log_in(browser, superset_url)
+    return browser
+
+
+@pytest.fixture(scope="module")
 def api(superset_url) -> requests.Session:
     session = requests.Session()
     login = session.post(
@@ -86,13 +104,11 @@ def log_in(browser, superset_url: str) -> None:
     wait.until(lambda driver: "/login" not in driver.current_url)
 
 
-def open_dashboard_and_wait_for_charts(browser, superset_url: str) -> list:
+def open_dashboard_and_wait_for_charts(browser, superset_url: str, slug: str, charts: int) -> list:
     """The dashboard's chart containers, once none is loading any more."""
-    browser.get(f"{superset_url}/superset/dashboard/{DASHBOARD_SLUG}/")
+    browser.get(f"{superset_url}/superset/dashboard/{slug}/")
     wait = WebDriverWait(browser, CHART_LOAD_TIMEOUT)
-    wait.until(
-        lambda driver: len(driver.find_elements(By.CLASS_NAME, "chart-container")) >= len(CHARTS)
-    )
+    wait.until(lambda driver: len(driver.find_elements(By.CLASS_NAME, "chart-container")) >= charts)
     try:
         wait.until(lambda driver: not driver.find_elements(By.CLASS_NAME, "loading"))
     except TimeoutException:
@@ -100,8 +116,8 @@ def open_dashboard_and_wait_for_charts(browser, superset_url: str) -> list:
     return browser.find_elements(By.CLASS_NAME, "chart-container")
 
 
-def chart_ids(api: requests.Session, superset_url: str) -> dict[str, int]:
-    response = api.get(f"{superset_url}/api/v1/dashboard/{DASHBOARD_SLUG}/charts", timeout=30)
+def chart_ids(api: requests.Session, superset_url: str, slug: str) -> dict[str, int]:
+    response = api.get(f"{superset_url}/api/v1/dashboard/{slug}/charts", timeout=30)
     response.raise_for_status()
     return {chart["slice_name"]: chart["id"] for chart in response.json()["result"]}
 
@@ -116,32 +132,74 @@ def chart_rows(api: requests.Session, superset_url: str, chart_id: int) -> list[
     return result["data"]
 
 
-def test_the_dashboard_renders_every_chart_with_data(browser, api, superset_url):
-    log_in(browser, superset_url)
-    containers = open_dashboard_and_wait_for_charts(browser, superset_url)
+def screenshot_and_rows_of(
+    browser, api, superset_url: str, slug: str, charts: set[str], screenshot
+) -> dict[str, list[dict]]:
+    """Opens the dashboard, saves its screenshot, checks that every chart drew without an error
+    or an empty result, and returns each chart's rows from Superset's chart data API."""
+    containers = open_dashboard_and_wait_for_charts(browser, superset_url, slug, len(charts))
     # Let the charts' drawing animations end before the screenshot.
     WebDriverWait(browser, 10).until(
         lambda driver: driver.execute_script("return document.readyState") == "complete"
     )
     browser.execute_script("return new Promise(done => setTimeout(done, 3000))")
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SCREENSHOT))
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(screenshot))
 
     errors = [alert.text for alert in browser.find_elements(By.XPATH, "//div[@role='alert']")]
-    assert errors == [], f"the dashboard shows errors: {errors}"
-    assert len(containers) == len(CHARTS)
+    assert errors == [], f"{slug} shows errors: {errors}"
+    assert len(containers) == len(charts)
     empty = [
         c.text
         for c in browser.find_elements(By.CSS_SELECTOR, ".chart-container")
         if "No results" in c.text
     ]
-    assert empty == [], f"charts without data: {empty}"
+    assert empty == [], f"{slug}: charts without data: {empty}"
 
-    ids = chart_ids(api, superset_url)
-    assert set(ids) == CHARTS
+    ids = chart_ids(api, superset_url, slug)
+    assert set(ids) == charts
     rows = {name: chart_rows(api, superset_url, chart_id) for name, chart_id in ids.items()}
     assert {name for name, data in rows.items() if not data} == set()
+    assert screenshot.stat().st_size > 10_000
+    return rows
+
+
+def test_the_dashboard_renders_every_chart_with_data(logged_in_browser, api, superset_url):
+    rows = screenshot_and_rows_of(
+        logged_in_browser, api, superset_url, DASHBOARD_SLUG, CHARTS, SCREENSHOT
+    )
+
     # The closed hour from the batch layer, the current one from the speed layer, side by side.
     assert {row["layer"] for row in rows["Traffic by answering layer"]} == {"batch", "speed"}
     assert {row["layer"] for row in rows["Users over quota"]} == {"batch", "speed"}
-    assert SCREENSHOT.stat().st_size > 10_000
+
+
+def test_the_pipeline_health_dashboard_renders_every_chart_with_data(
+    logged_in_browser, api, superset_url, pipeline_health_rows
+):
+    rows = screenshot_and_rows_of(
+        logged_in_browser,
+        api,
+        superset_url,
+        HEALTH_DASHBOARD_SLUG,
+        HEALTH_CHARTS,
+        HEALTH_SCREENSHOT,
+    )
+
+    assert {row["partition"] for row in rows["Kafka lag per partition"]} >= {0, 1, 2}
+    assert {row["reason"] for row in rows["Quarantine by reason"]} >= {
+        "invalid_json",
+        "missing_field:bytes",
+    }
+    assert all(row["events_per_second"] > 0 for row in rows["Events per second"])
+    assert {row["layer"] for row in rows["Freshness per layer"]} == {"speed", "batch"}
+    hours = rows["Hours and their state"]
+    assert {row["state"] for row in hours} == {
+        "open",
+        "waiting for completeness",
+        "published",
+        "republication pending",
+        "failed",
+    }
+    # Newest first, as an operator reads it.
+    assert [row["date"] for row in hours] == sorted((row["date"] for row in hours), reverse=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -47,23 +48,74 @@ def test_the_bundle_is_an_assets_export(assets):
     }
 
 
+def placed_chart_uuids(dashboard: dict) -> list[str]:
+    return [
+        item["meta"]["uuid"]
+        for item in dashboard["position"].values()
+        if isinstance(item, dict) and item.get("type") == "CHART"
+    ]
+
+
 def test_every_reference_resolves(assets):
     database_uuids = {c["uuid"] for c in of_kind(assets, "databases").values()}
     datasets = of_kind(assets, "datasets")
     dataset_uuids = {c["uuid"] for c in datasets.values()}
     charts = of_kind(assets, "charts")
     chart_uuids = {c["uuid"] for c in charts.values()}
-    (dashboard,) = of_kind(assets, "dashboards").values()
-    placed = {
-        item["meta"]["uuid"]
-        for item in dashboard["position"].values()
-        if isinstance(item, dict) and item.get("type") == "CHART"
-    }
+    dashboards = of_kind(assets, "dashboards").values()
+    placed = [uuid for dashboard in dashboards for uuid in placed_chart_uuids(dashboard)]
 
     assert {c["database_uuid"] for c in datasets.values()} <= database_uuids
     assert {c["dataset_uuid"] for c in charts.values()} <= dataset_uuids
-    assert placed == chart_uuids
+    # Every chart is on exactly one dashboard: none is orphaned, none placed twice.
+    assert sorted(placed) == sorted(chart_uuids)
     assert len(chart_uuids) == len(charts)
+    assert len(dataset_uuids) == len(datasets)
+
+
+def test_the_dashboards_have_their_own_slugs_and_charts(assets):
+    dashboards = {c["slug"]: c for c in of_kind(assets, "dashboards").values()}
+    charts = {c["uuid"]: c for c in of_kind(assets, "charts").values()}
+
+    assert set(dashboards) == {"mobile-usage", "pipeline-health"}
+    assert len({c["uuid"] for c in dashboards.values()}) == len(dashboards)
+    for slug, dashboard in dashboards.items():
+        placed = placed_chart_uuids(dashboard)
+        assert len(placed) == 6, slug
+        # The name on the grid is the chart's own (Superset shows sliceName until it loads).
+        names = {
+            item["meta"]["uuid"]: item["meta"]["sliceName"]
+            for item in dashboard["position"].values()
+            if isinstance(item, dict) and item.get("type") == "CHART"
+        }
+        assert names == {uuid: charts[uuid]["slice_name"] for uuid in placed}, slug
+
+
+def test_virtual_datasets_select_every_column_they_declare(assets):
+    for path, dataset in of_kind(assets, "datasets").items():
+        if dataset["sql"] is None:
+            continue
+        # The outer select list: everything before the first line that starts with FROM.
+        select_list = re.split(r"^\s*FROM\b", dataset["sql"], flags=re.MULTILINE)[0]
+        for column in dataset["columns"]:
+            assert column["column_name"] in select_list, (path, column["column_name"])
+
+
+def test_time_series_charts_filter_on_their_dataset_time_column(assets):
+    # A time filter on the indexed time column keeps the health charts' queries to the hours shown.
+    datasets = {c["uuid"]: c for c in of_kind(assets, "datasets").values()}
+    for path, chart in of_kind(assets, "charts").items():
+        params = chart["params"]
+        if not params["viz_type"].startswith("echarts_timeseries") or params.get("x_axis") in (
+            None,
+            "email",
+        ):
+            continue
+        time_column = datasets[chart["dataset_uuid"]]["main_dttm_col"]
+        assert params["x_axis"] == time_column, path
+        assert [f["subject"] for f in params["adhoc_filters"]] == [time_column], path
+        (query,) = json.loads(chart["query_context"])["queries"]
+        assert [f["col"] for f in query["filters"]] == [time_column], path
 
 
 def test_charts_use_only_their_dataset_columns_and_metrics(assets):
