@@ -53,7 +53,9 @@ def run(command: list[str], env: dict[str, str], timeout: float) -> None:
         )
 
 
-def simulate(env: dict[str, str], topic: str, start: datetime, seconds: int, seed: int) -> None:
+def simulate(
+    env: dict[str, str], topic: str, start: datetime, seconds: int, seed: int, *extra: str
+) -> None:
     run(
         [
             sys.executable,
@@ -72,6 +74,7 @@ def simulate(env: dict[str, str], topic: str, start: datetime, seconds: int, see
             "--seed",
             str(seed),
             "--no-progress",
+            *extra,
         ],
         env,
         timeout=300,
@@ -113,7 +116,10 @@ def pipeline_dsn(tmp_path_factory):
                 topic,
                 current_hour,
                 max(600, int((now - current_hour).total_seconds())),
-                seed=8,
+                8,
+                # Malformed records, so that the Pipeline health dashboard has quarantine reasons.
+                "--malformed-rate",
+                "0.01",
             )
             run(
                 [
@@ -208,41 +214,11 @@ def superset_url(pipeline_dsn):
             server.kill()
 
 
-# TEMPORARY: the streaming job does not write the pipeline-health rows of docs/contract.md §10 on
-# this branch yet (another branch makes it). Until it does, the Pipeline health dashboard's test
-# gets realistic rows from here. Once the streaming job fills speed_micro_batches and its
-# partitions and quarantine tables, delete this SQL, the function below and the fixture
-# `pipeline_health_rows` (and its use in tests/e2e/test_dashboard.py): the pipeline run of
-# `pipeline_dsn` then provides the micro-batches, and hours in more states would need a real
-# failure, late data and an unpublished hour, which the e2e pipeline does not produce.
-TEMPORARY_HEALTH_QUERY_ID = "e2e-temporary-health-rows"
-TEMPORARY_HEALTH_ROWS_SQL = """
--- Twenty micro-batches, one every 30 s over the last 10 minutes, the last one a few seconds ago;
--- every tenth compacts.
-INSERT INTO speed_micro_batches
-    (query_id, batch_id, finished_at, events, quarantined, newest_event_time,
-     read_aggregate_seconds, raw_seconds, quarantine_seconds, postgres_seconds, compaction_seconds)
-SELECT %(query_id)s, 1000 + i, now() - (19 - i) * interval '30 seconds' - interval '5 seconds',
-       3000 + (i * 137) %% 900, 1 + i %% 3 + 2 * (1 - i %% 2),
-       now() - (19 - i) * interval '30 seconds' - interval '8 seconds',
-       1.2 + (i %% 4) * 0.15, 0.6 + (i %% 3) * 0.1, 0.15, 0.8 + (i %% 5) * 0.1,
-       CASE WHEN i %% 10 = 9 THEN 2.5 ELSE 0 END
-FROM generate_series(0, 19) AS i;
-
--- Three partitions, each behind by a different, varying number of records.
-INSERT INTO speed_micro_batch_partitions
-    (query_id, batch_id, topic, partition, committed_offset, latest_offset)
-SELECT %(query_id)s, 1000 + i, %(query_id)s, p, i * 1000 + p,
-       i * 1000 + p + (p + 1) * 60 + (i %% 6) * 40
-FROM generate_series(0, 19) AS i, generate_series(0, 2) AS p;
-
--- Two reasons: invalid_json in every batch, missing_field:bytes in every other one (the totals
--- match speed_micro_batches.quarantined).
-INSERT INTO speed_micro_batch_quarantine (query_id, batch_id, reason, records)
-SELECT %(query_id)s, 1000 + i, 'invalid_json', 1 + i %% 3 FROM generate_series(0, 19) AS i
-UNION ALL
-SELECT %(query_id)s, 1000 + i, 'missing_field:bytes', 2 FROM generate_series(0, 19, 2) AS i;
-
+# The pipeline of `pipeline_dsn` publishes one hour and streams the current one: its micro-batches
+# fill the Pipeline health dashboard, but its hours are only open or published. The other states
+# come from the rows a failed gate, late data and an unpublished hour leave in the publication
+# tables (docs/contract.md §7), for hours before the pipeline's two.
+HOURS_IN_EVERY_STATE_SQL = """
 -- Hours older than the pipeline's two (the current hour is open, the last one published), one
 -- per remaining state: 2 h ago waiting for completeness (counted by the stream, no run), 3 h ago
 -- republication pending (published from batch 1005, late events in batch 1010), 4 h ago
@@ -266,19 +242,9 @@ VALUES (%(hour)s - interval '5 hours', 'raw_rows_are_distinct_offsets',
 """
 
 
-def insert_temporary_health_rows(dsn: str) -> None:
-    """The rows the Pipeline health dashboard shows, until the streaming job writes them (see
-    above)."""
-    current_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            TEMPORARY_HEALTH_ROWS_SQL,
-            {"query_id": TEMPORARY_HEALTH_QUERY_ID, "hour": current_hour},
-        )
-    connection.close()
-
-
 @pytest.fixture(scope="session")
-def pipeline_health_rows(pipeline_dsn) -> None:
-    """TEMPORARY (see TEMPORARY_HEALTH_ROWS_SQL): delete once the streaming job writes them."""
-    insert_temporary_health_rows(pipeline_dsn)
+def hours_in_every_state(pipeline_dsn) -> None:
+    current_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with psycopg2.connect(pipeline_dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(HOURS_IN_EVERY_STATE_SQL, {"hour": current_hour})
+    connection.close()
