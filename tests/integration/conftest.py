@@ -62,6 +62,12 @@ def query(dsn: str, statement: str, params: tuple = ()) -> list[tuple]:
     return rows
 
 
+def execute(dsn: str, statement: str, params=None) -> None:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(statement, params)
+    conn.close()
+
+
 def run_module(
     module: str, *args: str, timeout: float = 300, check: bool = True
 ) -> subprocess.CompletedProcess:

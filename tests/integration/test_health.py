@@ -8,12 +8,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-import psycopg2
 import pytest
 
 from devtools.scratch_db import scratch_database
 from spark_jobs import health
-from tests.integration.conftest import query, run_module
+from tests.integration.conftest import execute, query, run_module
 
 pytestmark = pytest.mark.services
 
@@ -36,12 +35,6 @@ def module_dsn():
 def dsn(module_dsn):
     execute(module_dsn, f"TRUNCATE {', '.join(HEALTH_TABLES)} CASCADE")
     return module_dsn
-
-
-def execute(dsn: str, statement: str, params=None) -> None:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-    conn.close()
 
 
 def hours_ago(hours: int) -> datetime:

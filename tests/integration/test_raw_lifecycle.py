@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from functools import reduce
 from pathlib import Path
 
-import psycopg2
 import pytest
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -22,7 +21,7 @@ from devtools.maven import ensure_jars, gcs_connector_jars
 from spark_jobs import lifecycle, raw_hours
 from spark_jobs.raw_hours import COMPACTED_SCHEMA, RAW_SCHEMA, SUCCESS_MARKER
 from spark_jobs.storage import StorageLayout, event_hour_start
-from tests.integration.conftest import run_module
+from tests.integration.conftest import execute, run_module
 
 pytestmark = [pytest.mark.services, pytest.mark.spark]
 
@@ -97,12 +96,6 @@ def write_hours(spark, layout: StorageLayout) -> None:
     for hour, through in by_hand:
         Path(layout.compaction(hour, through), SUCCESS_MARKER).touch()
     assert raw_hours.compact_hour(spark, layout, PUBLISHED, 2)
-
-
-def execute(dsn: str, statement: str, params: tuple) -> None:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-    conn.close()
 
 
 def record_publications(dsn: str) -> None:

@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 
 from devtools.scratch_db import scratch_database
-from tests.integration.conftest import query
+from tests.integration.conftest import execute, query
 
 pytestmark = pytest.mark.services
 
@@ -45,12 +45,6 @@ def module_dsn():
 def dsn(module_dsn):
     execute(module_dsn, f"TRUNCATE {', '.join(ALL_TABLES)}")
     return module_dsn
-
-
-def execute(dsn: str, statement: str, params=None) -> None:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-    conn.close()
 
 
 def insert(dsn: str, table: str, rows: list[tuple]) -> None:

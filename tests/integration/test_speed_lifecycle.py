@@ -12,7 +12,7 @@ import pytest
 
 from spark_jobs import quality_gate
 from spark_jobs.lifecycle import roll_up_speed_hours
-from tests.integration.conftest import query
+from tests.integration.conftest import execute, query
 
 pytestmark = pytest.mark.services
 
@@ -43,12 +43,6 @@ VIEWS = {
     "speed_window_hours": "date",
     "batch_hour_states": "date, state, published_from_batch, newest_speed_batch, speed_events",
 }
-
-
-def execute(dsn: str, statement: str, params: tuple = ()) -> None:
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-    conn.close()
 
 
 def window_bytes(hour_index: int, minute: int, key_index: int) -> int:
