@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import os
+import queue
 import statistics
 import subprocess
 import sys
@@ -169,13 +170,17 @@ def throughput(args: argparse.Namespace) -> dict:
 
 class SteadyProducer(threading.Thread):
     """Sends `rate` events/s in 100 ms groups; group g goes to antenna `<prefix>g`. The first
-    `warmup_seconds` use another prefix: sent, processed, but not measured."""
+    `warmup_seconds` use another prefix: sent, processed, but not measured. Each measured group
+    also goes to the `sent` queue as (antenna, group), for a poller that keeps only the groups
+    it has not seen yet (the soak benchmark, whose hour of groups would slow a full scan)."""
 
     def __init__(self, topic: str, rate: int, seconds: int, prefix: str, warmup_seconds: int = 0):
         super().__init__(daemon=True)
         self.topic, self.rate, self.seconds, self.prefix = topic, rate, seconds, prefix
         self.warmup_groups = int(warmup_seconds / GROUP_SECONDS)
         self.groups: dict[str, dict] = {}
+        self.sent: queue.SimpleQueue[tuple[str, dict]] = queue.SimpleQueue()
+        self.events_sent = 0
 
     def run(self) -> None:
         producer = KafkaProducer(
@@ -196,11 +201,11 @@ class SteadyProducer(threading.Thread):
                 )
                 producer.send(self.topic, value)
             producer.flush()
+            self.events_sent += per_group
             if measured:
-                self.groups[antenna] = {
-                    "sent_at": time.time(),
-                    "bytes": per_group * (per_group - 1) // 2,
-                }
+                sent = {"sent_at": time.time(), "bytes": per_group * (per_group - 1) // 2}
+                self.groups[antenna] = sent
+                self.sent.put((antenna, sent))
         producer.close()
 
 
