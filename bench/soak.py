@@ -283,6 +283,22 @@ def micro_batches(dsn: str) -> list[tuple[float, float, int]]:
     return rows
 
 
+STEPS = ("read_aggregate", "raw", "quarantine", "postgres", "compaction")
+
+
+def median_step_seconds(dsn: str) -> dict[str, float]:
+    """Where a micro-batch's time goes: the median seconds of each step over the run (the steps
+    of spark_jobs/streaming.py's StepTimer, from the health rows)."""
+    columns = ", ".join(
+        f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {step}_seconds)" for step in STEPS
+    )
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT {columns} FROM speed_micro_batches WHERE events > 0")
+        row = cur.fetchone() or (None,) * len(STEPS)
+    conn.close()
+    return {step: round(float(value or 0), 3) for step, value in zip(STEPS, row, strict=True)}
+
+
 def counted_exactly(dsn: str, producer: SteadyProducer) -> dict:
     """Every event the producer sent, counted once: the job's event count against the producer's
     (plus bench.streaming's one warm-up event), and the measured groups' bytes against theirs."""
@@ -356,6 +372,7 @@ def soak(args: argparse.Namespace) -> dict:
             poller.stopping.set()
             memory.stopping.set()
             batches = micro_batches(dsn)
+            steps = median_step_seconds(dsn)
             exactness = counted_exactly(dsn, producer)
         finally:
             job.terminate()
@@ -375,6 +392,7 @@ def soak(args: argparse.Namespace) -> dict:
             "workers_rss": memory_verdict(rss, "workers_rss_mb"),
             "latency": latency_verdict(poller.latencies, start, args.minutes),
             "p95_seconds": round(p95([s for _, s in poller.latencies]), 3),
+            "micro_batch_median_step_seconds": steps,
         },
         "per_minute": {
             "latency": latency,
