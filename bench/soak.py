@@ -402,6 +402,15 @@ def soak(args: argparse.Namespace) -> dict:
     }
 
 
+def panel(axis, rows: list[dict], series: list[tuple[str, str]], ylabel: str) -> None:
+    """One line per (column, label) of `rows` against their minute, from zero up."""
+    for column, label in series:
+        axis.plot([row["minute"] for row in rows], [row[column] for row in rows], label=label)
+    axis.set_ylabel(ylabel)
+    axis.set_ylim(bottom=0)
+    axis.legend(loc="best")
+
+
 def plot(result: dict, path: Path) -> None:
     """Memory, latency and micro-batch duration per minute, one panel each."""
     import matplotlib
@@ -411,29 +420,26 @@ def plot(result: dict, path: Path) -> None:
 
     per_minute = result["per_minute"]
     figure, (memory, latency, batches) = pyplot.subplots(3, 1, figsize=(9, 9), sharex=True)
-    minutes = [row["minute"] for row in per_minute["memory"]]
-    for column, label in (
-        ("driver_rss_mb", "Python driver"),
-        ("jvm_rss_mb", "Spark JVM"),
-        ("workers_rss_mb", "Python workers"),
-    ):
-        memory.plot(minutes, [row[column] for row in per_minute["memory"]], label=label)
-    memory.set_ylabel("resident memory (MiB)")
-    memory.set_ylim(bottom=0)
-    memory.legend(loc="center right")
-    rows = [row for row in per_minute["latency"] if row["samples"]]
-    for column, label in (("p50_seconds", "p50"), ("p95_seconds", "p95")):
-        latency.plot([r["minute"] for r in rows], [r[column] for r in rows], label=label)
-    latency.set_ylabel("event to PostgreSQL (s)")
-    latency.set_ylim(bottom=0)
-    latency.legend(loc="upper right")
-    rows = [row for row in per_minute["micro_batches"] if row["micro_batches"]]
-    for column, label in (("median_seconds", "median"), ("max_seconds", "longest")):
-        batches.plot([r["minute"] for r in rows], [r[column] for r in rows], label=label)
-    batches.set_ylabel("micro-batch (s)")
+    panel(
+        memory,
+        per_minute["memory"],
+        [("driver_rss_mb", "Python driver"), ("jvm_rss_mb", "Spark JVM"),
+         ("workers_rss_mb", "Python workers")],
+        "resident memory (MiB)",
+    )  # fmt: skip
+    panel(
+        latency,
+        [row for row in per_minute["latency"] if row["samples"]],
+        [("p50_seconds", "p50"), ("p95_seconds", "p95")],
+        "event to PostgreSQL (s)",
+    )
+    panel(
+        batches,
+        [row for row in per_minute["micro_batches"] if row["micro_batches"]],
+        [("median_seconds", "median"), ("max_seconds", "longest")],
+        "micro-batch (s)",
+    )
     batches.set_xlabel("minute of the soak")
-    batches.set_ylim(bottom=0)
-    batches.legend(loc="upper right")
     figure.suptitle(
         f"Speed layer at {result['rate_events_per_second']:,} events/s for "
         f"{result['minutes']} min, every sink on"
