@@ -1,4 +1,4 @@
-"""Benchmark of the serving layer: every dashboard query on a year of data, with EXPLAIN ANALYZE.
+"""Benchmark of the serving layer: every dashboard query on a year of data, timed by PostgreSQL.
 
 A scratch database (migrated: views and indexes included) is filled inside PostgreSQL with a year
 of synthetic rows (bench/serving_sql/synthetic_year.sql): every 5-minute speed window for 5
@@ -6,9 +6,12 @@ antennas, the 20 reference users and 5 apps, and every hour but the last few clo
 layer, plus one event at 1970-01-01 and one in year 9999 (bench/serving_sql/far_event_times.sql),
 which no view may answer by enumerating the empty hours between. Then each query a dashboard chart
 sends (bench/serving_sql/dashboard/*.sql, as Superset renders them:
-`/api/v1/chart/{id}/data/?type=query`) runs under `EXPLAIN (ANALYZE, BUFFERS)` for the dashboard's
-time range (the last 7 days) and for the whole year, several times; the median of planning +
-execution time is reported. Last, the same with the indexes of V004 dropped, to show what they buy.
+`/api/v1/chart/{id}/data/?type=query`) runs for the dashboard's time range (the last 7 days) and
+for the whole year, several times, under `EXPLAIN (ANALYZE, BUFFERS, TIMING OFF)`: the median of
+planning + execution time is reported (with per-node timing, EXPLAIN's own clock reads add tens
+of milliseconds to a 50,000-row plan; that figure is kept beside it, with the plan's scans, as is
+the time to fetch every row through the driver). Last, the same with the indexes of V004
+dropped, to show what they buy.
 
 Before measuring, the data lifecycle runs on the year as it does in production
 (spark_jobs/lifecycle.py, docs/contract.md §11): the speed windows of the hours the batch layer
@@ -17,6 +20,11 @@ their drift recorded, by the same SQL function the job calls. --no-lifecycle mea
 it was before the lifecycle existed: every 5-minute window kept.
 
     python -m bench.serving [--days 365] [--runs 5] [--no-lifecycle]
+                            [--keep-database | --database NAME]
+
+Generating the year and rolling it up take minutes: --keep-database leaves the scratch database
+on the server (its name is printed), and --database NAME measures on such a database again,
+migrated to the current schema first, without generating anything.
 
 Figures go to bench/results/serving.json. Needs a PostgreSQL server at PG_DSN (`make up`).
 """
@@ -30,13 +38,17 @@ import platform
 import re
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
+from psycopg2.extensions import make_dsn, parse_dsn
 
 from common import settings
 from devtools.scratch_db import scratch_database
+from migrations.runner import migrate
 from spark_jobs.lifecycle import roll_up_speed_hours
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +97,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-lifecycle", action="store_true", help="keep every 5-minute window of the year"
+    )
+    reuse = parser.add_mutually_exclusive_group()
+    reuse.add_argument(
+        "--keep-database",
+        action="store_true",
+        help="leave the generated database on the server, to measure it again with --database",
+    )
+    reuse.add_argument(
+        "--database",
+        metavar="NAME",
+        help="measure on this database of PG_DSN's server (one --keep-database left), migrated "
+        "to the current schema first; nothing is generated or rolled up",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -182,10 +206,22 @@ def dashboard_queries() -> dict[str, str]:
     return {path.stem: path.read_text() for path in sorted(DASHBOARD_QUERIES.glob("*.sql"))}
 
 
-def explain_analyze(cur, query: str, params: dict) -> dict:
-    cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query.strip().rstrip(";"), params)
+def explain_analyze(cur, query: str, params: dict, timing: bool = True) -> dict:
+    """The plan of `query` as it ran. With timing off, EXPLAIN reads no clock per row and node
+    (on a 50,000-row plan those reads are tens of milliseconds), so the totals are the query's
+    own time on the server."""
+    options = "ANALYZE, BUFFERS, FORMAT JSON" + ("" if timing else ", TIMING OFF")
+    cur.execute(f"EXPLAIN ({options}) " + query.strip().rstrip(";"), params)
     (plan,) = cur.fetchone()[0]
     return plan
+
+
+def wall_ms(cur, query: str, params: dict) -> float:
+    """Milliseconds from sending the query to holding every row, as the dashboard's driver does."""
+    started = time.perf_counter()
+    cur.execute(query, params)
+    cur.fetchall()
+    return (time.perf_counter() - started) * 1000
 
 
 def plan_nodes(node: dict) -> list[str]:
@@ -206,10 +242,12 @@ def measure(
             for name, query in queries.items():
                 if warm_up:
                     explain_analyze(cur, query, params)
-                plans = [explain_analyze(cur, query, params) for _ in range(runs)]
+                plans = [explain_analyze(cur, query, params, timing=False) for _ in range(runs)]
+                walls = [wall_ms(cur, query, params) for _ in range(runs)]
+                timed_plan = explain_analyze(cur, query, params)
                 totals = [plan["Planning Time"] + plan["Execution Time"] for plan in plans]
                 scans = sorted(
-                    {n for n in plan_nodes(plans[-1]["Plan"]) if "Scan" in n and " on " in n}
+                    {n for n in plan_nodes(timed_plan["Plan"]) if "Scan" in n and " on " in n}
                 )
                 results[range_name][name] = {
                     "median_ms": round(statistics.median(totals), 2),
@@ -219,6 +257,10 @@ def measure(
                     ),
                     "median_planning_ms": round(
                         statistics.median(p["Planning Time"] for p in plans), 2
+                    ),
+                    "median_wall_ms": round(statistics.median(walls), 2),
+                    "timed_explain_ms": round(
+                        timed_plan["Planning Time"] + timed_plan["Execution Time"], 2
                     ),
                     "rows": plans[-1]["Plan"]["Actual Rows"],
                     "scans": scans,
@@ -235,6 +277,14 @@ def drop_serving_indexes(dsn: str) -> list[str]:
     conn.close()
     vacuum_analyze(dsn)
     return names
+
+
+def restore_serving_indexes(dsn: str) -> None:
+    """The indexes drop_serving_indexes dropped, so that a kept database stays as migrated."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(INDEXES_SQL.read_text())
+    conn.close()
+    vacuum_analyze(dsn)
 
 
 def time_ranges(now: datetime) -> dict[str, dict]:
@@ -287,27 +337,52 @@ def print_figures(title: str, figures: dict) -> None:
         for name, result in per_query.items():
             print(
                 f"  {range_name:12} {name:22} median {result['median_ms']:9.2f} ms  "
-                f"({result['rows']} rows)"
+                f"(with fetching the rows {result['median_wall_ms']:.2f} ms; timed EXPLAIN "
+                f"{result['timed_explain_ms']:.2f} ms; {result['rows']} rows)"
             )
+
+
+@contextmanager
+def year_database(args: argparse.Namespace) -> Iterator[str]:
+    """The DSN to measure: a scratch database (kept if asked), or the one --database names."""
+    if args.database:
+        dsn = make_dsn(settings.pg_dsn(), dbname=args.database)
+        migrate(dsn)
+        yield dsn
+    else:
+        with scratch_database("bench_serving", keep=args.keep_database) as dsn:
+            yield dsn
+        if args.keep_database:
+            print(f"kept the database: --database {parse_dsn(dsn)['dbname']}")
+
+
+def prepare_year(dsn: str, args: argparse.Namespace) -> tuple[dict, dict | None]:
+    """(input, lifecycle) figures: the year generated and rolled up, or, on a reused database,
+    only what it holds."""
+    if args.database:
+        vacuum_analyze(dsn)
+        return {"reused_database": args.database, "rows": row_counts(dsn)}, None
+    data = generate_year(dsn, args)
+    print(
+        f"generated {args.days} days: {data['rows']} in {data['generation_seconds']} s",
+        flush=True,
+    )
+    lifecycle = None if args.no_lifecycle else apply_lifecycle(dsn, args.speed_retention_days)
+    if lifecycle:
+        print(
+            f"lifecycle: rolled up {lifecycle['hours_rolled_up']} hours in "
+            f"{lifecycle['seconds']} s: {lifecycle['rows_after']}",
+            flush=True,
+        )
+    return data, lifecycle
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     measured_at = datetime.now(UTC).isoformat(timespec="seconds")
     queries = dashboard_queries()
-    with scratch_database("bench_serving") as dsn:
-        data = generate_year(dsn, args)
-        print(
-            f"generated {args.days} days: {data['rows']} in {data['generation_seconds']} s",
-            flush=True,
-        )
-        lifecycle = None if args.no_lifecycle else apply_lifecycle(dsn, args.speed_retention_days)
-        if lifecycle:
-            print(
-                f"lifecycle: rolled up {lifecycle['hours_rolled_up']} hours in "
-                f"{lifecycle['seconds']} s: {lifecycle['rows_after']}",
-                flush=True,
-            )
+    with year_database(args) as dsn:
+        data, lifecycle = prepare_year(dsn, args)
         ranges = time_ranges(datetime.now(UTC))
         indexed = measure(dsn, queries, ranges, args.runs)
         print_figures("with the serving indexes (V004)", indexed)
@@ -323,6 +398,7 @@ def main(argv=None) -> None:
             print_figures(
                 "without them", {k: v for k, v in without.items() if k != "dropped_indexes"}
             )
+            restore_serving_indexes(dsn)
         server = machine(dsn)
 
     results = {
@@ -332,8 +408,10 @@ def main(argv=None) -> None:
         "lifecycle": lifecycle,
         "runs": args.runs,
         "what": (
-            "EXPLAIN (ANALYZE, BUFFERS) of each dashboard query (bench/serving_sql/dashboard/); "
-            "planning + execution time, median of runs after one warm-up run"
+            "EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) of each dashboard query "
+            "(bench/serving_sql/dashboard/); planning + execution time, median of runs after one "
+            "warm-up run; median_wall_ms: the query through psycopg2 until every row is fetched; "
+            "timed_explain_ms: one run with per-node timing, whose plan gives the scans"
         ),
         "goal": goal(indexed),
         "with_serving_indexes": indexed,

@@ -28,8 +28,9 @@ def _run_on_server(statement: sql.Composable) -> None:
 
 
 @contextmanager
-def scratch_database(prefix: str, migrated: bool = True) -> Iterator[str]:
-    """The DSN of a new database (migrated and seeded unless told otherwise), dropped afterwards."""
+def scratch_database(prefix: str, migrated: bool = True, keep: bool = False) -> Iterator[str]:
+    """The DSN of a new database (migrated and seeded unless told otherwise), dropped afterwards
+    unless `keep` (a benchmark's data, to measure again without generating it again)."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     _run_on_server(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
@@ -38,7 +39,8 @@ def scratch_database(prefix: str, migrated: bool = True) -> Iterator[str]:
             migrate(dsn)
         yield dsn
     finally:
-        _drop(name)
+        if not keep:
+            _drop(name)
 
 
 def _drop(name: str, attempts: int = 10) -> None:
