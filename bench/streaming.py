@@ -3,12 +3,18 @@
 1. Throughput: N simulated events are loaded into a fresh topic, then the streaming job drains
    them with `availableNow` from a new checkpoint into a fresh database, several times; the
    figure is events per second of drain time (Spark start-up reported apart), median of runs.
+   Beside each run, in the same Spark session, a no-op reference drains the same topic: the same
+   Kafka source, options and record classification (`classify_records`: parsing and
+   validation), counting the records per outcome and writing nothing. The ratio of the two says
+   how much of the drain the sinks cost on this machine, whatever the machine's speed that day.
+   `--master local[1]` / `local[2]` give the events per second per core of the capacity model.
 2. Latency: the job runs continuously while a producer sends a steady 10,000 events/s. Events
    are sent in 100 ms groups, each group on an antenna id of its own, and a poller records when
    each group's total becomes complete in PostgreSQL: that minus the send time of the group's
    last event is one event-to-PostgreSQL latency sample.
 
     python -m bench.streaming [--events 500000] [--runs 3] [--latency-seconds 60]
+                              [--master local[2]] [--no-latency]
 
 Figures go to bench/results/streaming.json. Needs `make up`.
 """
@@ -70,6 +76,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=1.0,
         help="micro-batch interval in the latency test",
     )
+    parser.add_argument(
+        "--master",
+        default="local[*]",
+        help="Spark master of the throughput runs (local[N]: N cores)",
+    )
+    parser.add_argument("--no-latency", action="store_true", help="measure the throughput only")
     parser.add_argument("--out", type=Path, default=RESULTS)
     return parser.parse_args(argv)
 
@@ -147,24 +159,73 @@ def drain_once(spark, topic: str, expected_events: int) -> dict:
     }
 
 
+class CountingBatch:
+    """The no-op reference's micro-batch: counts the classified records per outcome (valid, or
+    the quarantine reason), so that parsing and validation run in full, and writes nothing."""
+
+    def __init__(self, checkpoint: str):
+        self.checkpoint = checkpoint
+        self.records_by_outcome: dict[str, int] = {}
+
+    def new_run(self) -> None:
+        pass
+
+    def set_query_id(self, query_id: str) -> None:
+        pass
+
+    def __call__(self, classified_records, batch_id: int) -> None:
+        for row in classified_records.groupBy("reason").count().collect():
+            outcome = row["reason"] or "valid"
+            self.records_by_outcome[outcome] = self.records_by_outcome.get(outcome, 0) + row[1]
+
+
+def noop_drain_once(spark, topic: str, expected_records: int) -> dict:
+    from spark_jobs.streaming import start_query
+
+    with tempfile.TemporaryDirectory(prefix="bench-noop-") as checkpoint:
+        args = streaming_args(topic, "", checkpoint, "--available-now")
+        batch = CountingBatch(f"{checkpoint}/checkpoint")
+        started = time.monotonic()
+        start_query(spark, args, batch).awaitTermination()  # type: ignore[arg-type]
+        elapsed = time.monotonic() - started
+    records = sum(batch.records_by_outcome.values())
+    if records != expected_records:
+        raise SystemExit(
+            f"error: the no-op query counted {records} records, expected {expected_records}"
+        )
+    return {"seconds": round(elapsed, 2), "events_per_second": round(records / elapsed)}
+
+
 def throughput(args: argparse.Namespace) -> dict:
     from spark_jobs.session import build_session
 
     with scratch_topic("bench-throughput") as topic:
         load = load_events(topic, args.events)
         started = time.monotonic()
-        spark = build_session("bench-speed-layer", "local[*]", {"spark.ui.enabled": "false"})
+        spark = build_session("bench-speed-layer", args.master, {"spark.ui.enabled": "false"})
         startup = time.monotonic() - started
-        runs = [drain_once(spark, topic, args.events) for _ in range(args.runs)]
+        runs, references = [], []
+        for _ in range(args.runs):  # alternated, so that both see the same machine
+            runs.append(drain_once(spark, topic, args.events))
+            references.append(noop_drain_once(spark, topic, args.events))
         spark.stop()
     rates = [r["events_per_second"] for r in runs]
+    reference_rates = [r["events_per_second"] for r in references]
     return {
+        "master": args.master,
         "events_per_run": args.events,
         "producer_load": load,
         "spark_startup_seconds": round(startup, 2),
         "runs": runs,
         "median_events_per_second": round(statistics.median(rates)),
-        "goal_events_per_second": 25_000,
+        "noop_reference_runs": references,
+        "noop_reference_median_events_per_second": round(statistics.median(reference_rates)),
+        "ratio_to_noop_reference": round(
+            statistics.median(run / ref for run, ref in zip(rates, reference_rates, strict=True)),
+            3,
+        ),
+        "goal_events_per_second": 60_000,
+        "goal_ratio_to_noop_reference": 0.7,
     }
 
 
@@ -328,8 +389,9 @@ def main(argv=None) -> None:
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "throughput": throughput(args),
-        "latency": latency(args),
     }
+    if not args.no_latency:
+        results["latency"] = latency(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
