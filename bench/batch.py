@@ -63,7 +63,12 @@ T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "bench" / "results" / "batch.json"
-GOAL_SECONDS_PER_MILLION = 2.0
+# The goals: after start-up, a compacted hour at most 1 s per million events and 1.5x
+# DuckDB on the same files in the same run (the ratio is what holds across machines and days),
+# an hour not yet compacted at most 3 s per million.
+GOAL_COMPACTED_SECONDS_PER_MILLION = 1.0
+GOAL_RATIO_TO_DUCKDB = 1.5
+GOAL_NOT_COMPACTED_SECONDS_PER_MILLION = 3.0
 
 KNOWN_USERS = 20
 # Users 1..18 report all hour long (far over their quota); 19 and 20 only a few small events, so
@@ -643,7 +648,6 @@ def main(argv=None) -> None:
             flush=True,
         )
 
-    after = compacted["median_seconds_per_million_events"]
     results = {
         "measured_at": measured_at,
         "machine": machine(),
@@ -661,14 +665,7 @@ def main(argv=None) -> None:
         "events": generated.events,
         "files": generated.files,
         "runs": args.runs,
-        "goal": {
-            "what": (
-                "the batch job after Spark start-up on a compacted hour (what batch_hourly meets)"
-            ),
-            "after_startup_seconds_per_million_events_at_most": GOAL_SECONDS_PER_MILLION,
-            "after_startup_seconds_per_million_events": after,
-            "met": after <= GOAL_SECONDS_PER_MILLION,
-        },
+        "goal": batch_goals(compacted, uncompacted, reference_figures),
         "spark_session_startup_seconds": round(startup, 3),
         "spark_after_startup_compacted": compacted,
         "spark_after_startup_not_compacted": uncompacted,
@@ -694,6 +691,25 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def batch_goals(compacted: dict, uncompacted: dict, duckdb: dict) -> dict:
+    """Each goal with the figure it is met by, from the medians of one run."""
+    after = compacted["median_seconds_per_million_events"]
+    not_compacted = uncompacted["median_seconds_per_million_events"]
+    ratio = round(compacted["median_seconds"] / duckdb["median_seconds"], 3)
+    return {
+        "what": "the batch job after Spark start-up; compacted is what batch_hourly meets",
+        "compacted_seconds_per_million_events_at_most": GOAL_COMPACTED_SECONDS_PER_MILLION,
+        "compacted_seconds_per_million_events": after,
+        "compacted_ratio_to_duckdb_at_most": GOAL_RATIO_TO_DUCKDB,
+        "compacted_ratio_to_duckdb": ratio,
+        "not_compacted_seconds_per_million_events_at_most": GOAL_NOT_COMPACTED_SECONDS_PER_MILLION,
+        "not_compacted_seconds_per_million_events": not_compacted,
+        "met": after <= GOAL_COMPACTED_SECONDS_PER_MILLION
+        and ratio <= GOAL_RATIO_TO_DUCKDB
+        and not_compacted <= GOAL_NOT_COMPACTED_SECONDS_PER_MILLION,
+    }
 
 
 if __name__ == "__main__":
