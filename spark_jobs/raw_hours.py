@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
@@ -214,6 +216,12 @@ class ClosedHourCompaction:
     that wrote to it, as soon as that batch has committed. A late event reopens its hour: the
     next compaction covers the previous one plus the new batches. Failures are logged and retried
     at the next micro-batch: compaction only ever makes reading faster, never different.
+
+    The running stream compacts on a thread of its own (`compact_in_background`): an hour at
+    10,000 events/s takes minutes to rewrite, and micro-batches that waited for it would fall
+    that far behind. It is one Spark task (`compact_hour` writes one file), so it holds one core
+    and leaves the others to the micro-batches. Micro-batches keep calling `wrote` meanwhile,
+    hence the lock.
     """
 
     # After a restart, hours this recent are checked for micro-batches no compaction covers.
@@ -225,20 +233,22 @@ class ClosedHourCompaction:
         self.delay = delay
         self.pending: dict[str, int] = {}
         self._recovered = False
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
 
     def wrote(self, event_hours: set[str], batch_id: int) -> None:
-        for hour in event_hours:
-            self.pending[hour] = max(batch_id, self.pending.get(hour, -1))
+        with self._lock:
+            for hour in event_hours:
+                self.pending[hour] = max(batch_id, self.pending.get(hour, -1))
 
     def compact_closed_hours(self, current_batch: int, now: datetime | None = None) -> list[str]:
-        """Called by micro-batch `current_batch`, whose own files are not committed yet."""
+        """Compact, before returning, every closed hour whose newest batch is before
+        `current_batch` (the running micro-batch, or one past the last committed)."""
         now = now or datetime.now(UTC)
         if not self._recovered:
             self._recover(current_batch, now)
         done = []
-        for hour, newest in sorted(self.pending.items()):
-            if newest >= current_batch or not self._closed(hour, now):
-                continue
+        for hour, newest in self._due(current_batch, now):
             try:
                 compact_hour(self.spark, self.layout, hour, newest)
             except Exception as error:  # noqa: BLE001 - a failed compaction must not stop the stream
@@ -249,17 +259,73 @@ class ClosedHourCompaction:
                     error,
                 )
                 continue
-            del self.pending[hour]
+            self._covered(hour, newest)
             done.append(hour)
         return done
+
+    def compact_in_background(self, current_batch: int, now: datetime | None = None) -> bool:
+        """Start `compact_closed_hours` on the compaction thread and return at once; nothing when
+        that thread still runs (the next micro-batch asks again) or no hour is due. Returns
+        whether it started."""
+        if self.compacting():
+            return False
+        if self._recovered and not self._due(current_batch, now or datetime.now(UTC)):
+            return False
+        self._worker = threading.Thread(
+            target=self._compact_and_log,
+            args=(current_batch, now),
+            name="hour-compaction",
+            # A stopping job does not wait: a compaction cut short has no _SUCCESS, is never
+            # read, and the next start finds its hour again (`_recover`).
+            daemon=True,
+        )
+        self._worker.start()
+        return True
+
+    def compacting(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    def wait(self) -> None:
+        """Until the compaction thread, if one runs, has finished."""
+        if self._worker is not None:
+            self._worker.join()
+
+    def _compact_and_log(self, current_batch: int, now: datetime | None) -> None:
+        started = time.monotonic()
+        try:
+            done = self.compact_closed_hours(current_batch, now)
+        except Exception as error:  # noqa: BLE001 - a thread's exception would only be printed
+            log.warning("looking for hours to compact failed, retried later: %s", error)
+            return
+        if done:
+            log.info(
+                "compacted hours %s in %.1f s, beside the micro-batches",
+                ", ".join(done),
+                time.monotonic() - started,
+            )
+
+    def _due(self, current_batch: int, now: datetime) -> list[tuple[str, int]]:
+        """Closed hours whose newest batch has committed, oldest first, with that batch."""
+        with self._lock:
+            return [
+                (hour, newest)
+                for hour, newest in sorted(self.pending.items())
+                if newest < current_batch and self._closed(hour, now)
+            ]
+
+    def _covered(self, hour: str, newest: int) -> None:
+        with self._lock:
+            # A micro-batch that wrote to the hour while it was compacted keeps it pending.
+            if self.pending.get(hour) == newest:
+                del self.pending[hour]
 
     def _closed(self, event_hour: str, now: datetime) -> bool:
         # Moved to the side of `now`: the end of an hour of year 9999 is past datetime's range.
         return event_hour_start(event_hour) <= now - timedelta(hours=1) - self.delay
 
     def _recover(self, current_batch: int, now: datetime) -> None:
-        """After a (re)start: recent hours whose committed micro-batches outrun their compaction."""
-        self._recovered = True
+        """After a (re)start: recent hours whose committed micro-batches outrun their compaction.
+        Marked done only once it succeeded: a listing that failed is tried again."""
         oldest = event_hour_name(now - self.RECOVERY_WINDOW)
         hours = [
             name.split("=", 1)[1]
@@ -271,3 +337,4 @@ class ClosedHourCompaction:
             compacted = newest_compaction(self.spark, self.layout, hour, current_batch - 1)
             if committed and (compacted is None or max(committed) > compacted):
                 self.wrote({hour}, max(committed))
+        self._recovered = True

@@ -396,11 +396,11 @@ class SpeedLayerBatch:
         finally:
             classified.unpersist()
         totals = outcome.totals
-        # After the speed tables, so a compaction (once an hour) never delays their update. Hours
-        # this batch wrote to wait for a batch that does not: a backlog compacts each hour once.
+        # Hours this batch wrote to wait for a batch that does not: a backlog compacts each hour
+        # once. The compaction runs beside the next micro-batches; this step only starts it.
         self.compaction.wrote(event_hours(totals), batch_id)
         with timings.step("compaction"):
-            compacted = self.compaction.compact_closed_hours(batch_id)
+            compacting = self.compaction.compact_in_background(batch_id)
         log.info(
             "batch %d: %d events, %d quarantined%s, %s%s (%s)",
             batch_id,
@@ -408,7 +408,7 @@ class SpeedLayerBatch:
             totals.quarantined_events,
             " (some refused by PostgreSQL)" if outcome.refused_records else "",
             "applied" if outcome.applied else "already applied before a restart",
-            f", compacted hours {', '.join(compacted)}" if compacted else "",
+            ", compacting closed hours" if compacting else "",
             timings,
         )
         # Last, so that every step's time is known; a replay writes its row again.
@@ -812,6 +812,7 @@ def run(args: argparse.Namespace) -> None:
 def compact_after_drain(spark: SparkSession, batch: SpeedLayerBatch) -> None:
     """Every batch of an `--available-now` drain has committed: the hours its last batches wrote
     need not wait for a next batch to be compacted."""
+    batch.compaction.wait()
     committed = last_committed_batch(spark, batch.checkpoint)
     if committed is not None:
         compacted = batch.compaction.compact_closed_hours(committed + 1)

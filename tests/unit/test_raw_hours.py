@@ -3,6 +3,7 @@ it, on real Spark and real files."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from spark_jobs import raw_hours
 from spark_jobs.raw_hours import ClosedHourCompaction, compact_hour, read_hour
 from spark_jobs.storage import StorageLayout
 
@@ -124,6 +126,71 @@ def test_streaming_compacts_closed_hours_through_committed_batches_only(spark, l
     assert compaction.compact_closed_hours(8, now=HOUR_END + timedelta(hours=1)) == [HOUR]
     assert rows_of(spark, layout, through=8) == Counter({(4, 1): 1, (5, 2): 1, (7, 4): 1})
     assert compaction.pending == {}
+
+
+def test_a_background_compaction_returns_at_once_and_keeps_what_batches_wrote_meanwhile(
+    spark, layout, monkeypatch
+):
+    # The compaction thread is held at its start, so the micro-batch side runs during it.
+    started, release = threading.Event(), threading.Event()
+    real_compact_hour = raw_hours.compact_hour
+
+    def held_compact_hour(*args):
+        started.set()
+        assert release.wait(60)
+        return real_compact_hour(*args)
+
+    monkeypatch.setattr(raw_hours, "compact_hour", held_compact_hour)
+    compaction = ClosedHourCompaction(spark, layout, delay=timedelta(minutes=5))
+    later = HOUR_END + timedelta(hours=1)
+    write_batch(layout, 4, [1])
+    compaction.wrote({HOUR}, 4)
+
+    assert compaction.compact_in_background(5, now=later)
+    assert started.wait(60) and compaction.compacting()
+    # Micro-batches go on: a late event in batch 5, and a second start is refused meanwhile.
+    write_batch(layout, 5, [2])
+    compaction.wrote({HOUR}, 5)
+    assert not compaction.compact_in_background(6, now=later)
+    release.set()
+    compaction.wait()
+
+    assert Path(layout.compaction(HOUR, 4), "_SUCCESS").exists()
+    assert compaction.pending == {HOUR: 5}, "the late batch was forgotten"
+    assert compaction.compact_in_background(6, now=later)
+    compaction.wait()
+    assert compaction.pending == {}
+    assert not compaction.compact_in_background(7, now=later), "nothing is due"
+    assert rows_of(spark, layout, through=6) == Counter({(4, 1): 1, (5, 2): 1})
+    assert sorted(p.name for p in Path(layout.compacted_hour(HOUR)).iterdir()) == [
+        "through_batch=4",
+        "through_batch=5",
+    ]
+
+
+def test_a_failed_background_compaction_is_logged_and_retried(spark, layout, monkeypatch, caplog):
+    real_compact_hour = raw_hours.compact_hour
+    failures = iter([OSError("storage unavailable")])
+
+    def failing_once(*args):
+        for error in failures:
+            raise error
+        return real_compact_hour(*args)
+
+    monkeypatch.setattr(raw_hours, "compact_hour", failing_once)
+    compaction = ClosedHourCompaction(spark, layout, delay=timedelta(minutes=5))
+    write_batch(layout, 0, [1])
+    compaction.wrote({HOUR}, 0)
+    later = HOUR_END + timedelta(hours=1)
+
+    assert compaction.compact_in_background(1, now=later)
+    compaction.wait()
+    assert "storage unavailable" in caplog.text
+    assert compaction.pending == {HOUR: 0}
+    assert compaction.compact_in_background(2, now=later)
+    compaction.wait()
+    assert compaction.pending == {}
+    assert Path(layout.compaction(HOUR, 0), "_SUCCESS").exists()
 
 
 def test_after_a_restart_hours_with_uncompacted_batches_are_found(spark, layout):
