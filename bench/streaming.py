@@ -105,8 +105,8 @@ def load_events(topic: str, count: int) -> dict:
             "2026-11-27T00:00:00Z",
             "--tick-seconds",
             "1",
-            # One kafka-python producer is bound by the GIL: one worker process per core keeps
-            # the load from being the slow part (simulator/parallel.py).
+            # Generating and counting records is Python under the GIL: one worker process per
+            # core keeps the load from being the slow part (simulator/parallel.py).
             "--workers",
             str(os.cpu_count() or 1),
             "--no-progress",

@@ -1,30 +1,36 @@
-"""Sending generated records to Kafka with kafka-python, paced, with exact accounting.
+"""Sending generated records to Kafka with confluent-kafka (librdkafka), paced, with exact
+accounting.
 
-`send()` works with anything shaped like a KafkaProducer (tests pass a fake), counts each
-record into a `TrafficSummary` as it hands it to the producer, and only returns once every
-record has been acknowledged (acks='all'); if any delivery failed it raises `DeliveryError`
+`send()` works with anything shaped like confluent_kafka.Producer (tests pass a fake), counts
+each record into a `TrafficSummary` as it hands it to the producer, and only returns once every
+record has been acknowledged (acks=all); if any delivery failed it raises `DeliveryError`
 instead, so a returned summary is always exactly what Kafka holds.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
-from kafka.partitioner import DefaultPartitioner
+from confluent_kafka import KafkaException, Producer
 
 from simulator.generator import Record
 from simulator.summary import TrafficSummary
 
-# Batches of 512 KiB and a 20 ms linger let kafka-python fill large produce requests at full
-# speed, while a paced run (one tick a minute) still sees its records within 20 ms.
+# librdkafka batches per partition in its own threads: a 20 ms linger fills large produce
+# requests at full speed, while a paced run (one tick a minute) still sees its records within
+# 20 ms. The local queue holds up to a million records (about 150 MB at the simulator's record
+# size) so a fast run rarely has to wait for room.
 DEFAULT_LINGER_MS = 20
-DEFAULT_BATCH_SIZE = 512 * 1024
+DEFAULT_BATCH_SIZE = 1_000_000
+DEFAULT_QUEUE_MAX_MESSAGES = 1_000_000
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
+# How long a record may wait for its acknowledgement, retries included, before it counts as
+# failed: the Java client's default delivery.timeout.ms, so a broker restart is ridden out.
+DEFAULT_DELIVERY_TIMEOUT_SECONDS = 120.0
 
 # Sleeping in short slices keeps a stop request (Ctrl-C, SIGTERM) noticed within this time
 # even while a paced run waits a whole minute for its next tick.
@@ -32,6 +38,18 @@ _SLEEP_SLICE_SECONDS = 0.2
 # A rate-paced sender only sleeps once it is this far ahead: shorter sleeps cost more than they
 # pace.
 _MIN_SLEEP_SECONDS = 0.002
+# An unpaced run serves librdkafka's delivery reports once per this many records: poll() is
+# cheap, but not free at 100,000 records a second. Only failures are reported at all
+# (delivery.report.only.error), so there is little to serve.
+_RECORDS_PER_POLL = 1024
+# While librdkafka's local queue is full, wait this long for acknowledgements to make room.
+_FULL_QUEUE_WAIT_SECONDS = 0.05
+
+# librdkafka's own log lines (connection refused, broker down) go through Python logging rather
+# than straight to stderr, so a command's one-line error stays one line; configure logging to
+# see them.
+_librdkafka_log = logging.getLogger("simulator.librdkafka")
+_librdkafka_log.addHandler(logging.NullHandler())
 
 
 class BrokerUnavailableError(Exception):
@@ -42,12 +60,24 @@ class DeliveryError(Exception):
     """Kafka did not acknowledge every record."""
 
 
+DeliveryCallback = Callable[[Any, Any], None]  # (KafkaError or None, Message)
+
+
 class ProducerLike(Protocol):
-    """The part of KafkaProducer that `send()` uses."""
+    """The part of confluent_kafka.Producer that `send()` uses."""
 
-    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any: ...
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None: ...
 
-    def flush(self, timeout: float | None = None) -> None: ...
+    def poll(self, timeout: float = -1) -> int: ...
+
+    def flush(self, timeout: float = -1) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -55,57 +85,54 @@ class ProducerSettings:
     bootstrap_servers: str
     linger_ms: int = DEFAULT_LINGER_MS
     batch_size: int = DEFAULT_BATCH_SIZE
+    queue_max_messages: int = DEFAULT_QUEUE_MAX_MESSAGES
     connect_timeout_seconds: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
+    delivery_timeout_seconds: float = DEFAULT_DELIVERY_TIMEOUT_SECONDS
 
     def server_list(self) -> list[str]:
         return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
 
+    def librdkafka_config(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": ",".join(self.server_list()),
+            "client.id": "simulator",
+            "acks": "all",
+            # murmur2 of the key, as the Java client and kafka-python partition: a device's
+            # records land on the same partition whichever client sent them.
+            "partitioner": "murmur2_random",
+            "linger.ms": self.linger_ms,
+            "batch.size": self.batch_size,
+            "queue.buffering.max.messages": self.queue_max_messages,
+            "message.timeout.ms": int(self.delivery_timeout_seconds * 1000),
+            # Successes need no callback: send() counts a record when it hands it over and
+            # flush() waits for every acknowledgement, so only failures are news.
+            "delivery.report.only.error": True,
+            "logger": _librdkafka_log,
+        }
 
-class CachedKeyPartitioner(DefaultPartitioner):
-    """The default partitioning (murmur2 of the key, as the Java client does), computed once per
-    key.
 
-    kafka-python hashes every key in pure Python; with a few dozen devices the same keys
-    repeat all the time, and caching the answer per partition count is a large share of the
-    per-record cost at tens of thousands of records a second.
+def create_producer(settings: ProducerSettings) -> Producer:
+    """A Producer tuned for throughput with full acknowledgement, or BrokerUnavailableError.
+
+    librdkafka connects in the background and would queue records for an absent broker until
+    they time out, so the broker is asked for its metadata first.
     """
-
-    def __init__(self) -> None:
-        self._partition_by_key: dict[tuple[str, bytes, int], int] = {}
-
-    def partition(self, topic, key, serialized_key, value, serialized_value, cluster):
-        if serialized_key is None:
-            return super().partition(topic, key, serialized_key, value, serialized_value, cluster)
-        partitions = cluster.partitions_for_topic(topic)
-        cache_key = (topic, serialized_key, len(partitions) if partitions else 0)
-        partition = self._partition_by_key.get(cache_key)
-        if partition is None:
-            partition = super().partition(
-                topic, key, serialized_key, value, serialized_value, cluster
-            )
-            self._partition_by_key[cache_key] = partition
-        return partition
-
-
-def create_producer(settings: ProducerSettings) -> KafkaProducer:
-    """A KafkaProducer tuned for throughput with full acknowledgement, or BrokerUnavailableError."""
-    timeout_ms = int(settings.connect_timeout_seconds * 1000)
     try:
-        return KafkaProducer(
-            bootstrap_servers=settings.server_list(),
-            client_id="simulator",
-            acks="all",
-            linger_ms=settings.linger_ms,
-            batch_size=settings.batch_size,
-            partitioner=CachedKeyPartitioner(),
-            bootstrap_timeout_ms=timeout_ms,
-            # Bounds the wait for a topic's metadata too, e.g. when the topic does not exist.
-            max_block_ms=max(timeout_ms, 30_000),
-        )
-    except (KafkaError, OSError) as error:
+        producer = Producer(settings.librdkafka_config())
+        producer.list_topics(timeout=settings.connect_timeout_seconds)
+    except KafkaException as error:
         raise BrokerUnavailableError(
             f"cannot reach Kafka at {settings.bootstrap_servers}: {error}"
         ) from error
+    return producer
+
+
+def close_producer(producer: Any, timeout_seconds: float = 5.0) -> None:
+    """Release the producer's threads and sockets. After a successful send() nothing is left to
+    deliver; after a failed one, what is still queued is dropped: the run has already failed."""
+    producer.purge()
+    producer.flush(timeout_seconds)
+    producer.close()
 
 
 class StopFlag:
@@ -194,16 +221,20 @@ def choose_pacer(rate: float | None, tick_seconds: float, stop: StopFlag) -> Pac
 
 
 class _FailedDeliveries:
-    """Collects delivery errors from the producer's I/O thread."""
+    """Collects delivery errors reported by librdkafka (from poll() and flush())."""
 
     def __init__(self) -> None:
         self.count = 0
-        self.first: BaseException | None = None
+        self.first: Any = None  # a KafkaError, or a message of our own
 
-    def record(self, error: BaseException) -> None:
+    def record(self, error: Any) -> None:
         self.count += 1
         if self.first is None:
             self.first = error
+
+    def on_delivery(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self.record(error)
 
 
 def send(
@@ -225,26 +256,22 @@ def send(
     summary = summary or TrafficSummary()
     stop = stop or StopFlag()
     failures = _FailedDeliveries()
-    # Bound once: this loop runs for every record, and kafka-python leaves it little time to spare.
-    produce = producer.send
-    record_failure = failures.record
+    # Bound once: this loop runs for every record, at 100,000 records a second.
+    poll = producer.poll
     count_event = summary.add
     count_malformed = summary.add_malformed
 
     for record_number, record in enumerate(records):
+        if pacer is not None:
+            pacer.wait_for(record_number, record)
+            poll(0)  # a paced run has the time to hear of a failure at once
+        elif record_number % _RECORDS_PER_POLL == 0:
+            poll(0)
         # Stop handing over records once one failed: the run can't produce an exact summary anymore.
         if stop.requested or failures.first is not None:
             break
-        if pacer is not None:
-            pacer.wait_for(record_number, record)
-            if stop.requested:
-                break
-        try:
-            future = produce(topic, value=record.value, key=record.key)
-        except KafkaError as error:
-            failures.record(error)
+        if not _hand_over(producer, topic, record, failures, stop):
             break
-        future.add_errback(record_failure)
         if record.event is not None:
             count_event(record.event)
         else:
@@ -257,15 +284,47 @@ def send(
     if failures.first is not None:
         raise DeliveryError(
             f"{failures.count} record(s) not delivered to topic {topic!r}, first error: "
-            f"{failures.first}"
+            f"{_describe(failures.first)}"
         )
     return summary
+
+
+def _hand_over(
+    producer: ProducerLike,
+    topic: str,
+    record: Record,
+    failures: _FailedDeliveries,
+    stop: StopFlag,
+) -> bool:
+    """Queue one record in librdkafka; False if it was not queued (a failure or a stop came
+    first), and then it is not counted."""
+    while True:
+        try:
+            producer.produce(topic, record.value, record.key, on_delivery=failures.on_delivery)
+            return True
+        except BufferError:
+            # The local queue is full: serve acknowledgements until there is room. A broker
+            # that stays away fails the queued records after the delivery timeout, which ends
+            # this wait through `failures`.
+            producer.poll(_FULL_QUEUE_WAIT_SECONDS)
+            if failures.first is not None or stop.requested:
+                return False
+        except KafkaException as error:  # e.g. a record larger than the broker accepts
+            failures.record(error.args[0] if error.args else error)
+            return False
 
 
 def _flush(
     producer: ProducerLike, timeout_seconds: float | None, failures: _FailedDeliveries
 ) -> None:
-    try:
-        producer.flush(timeout=timeout_seconds)
-    except KafkaError as error:  # e.g. the flush timed out with records still unacknowledged
-        failures.record(error)
+    # librdkafka's flush() without a timeout waits until every record is acknowledged or has
+    # failed after the delivery timeout; either way its report arrives through `failures`.
+    unsettled = producer.flush(-1 if timeout_seconds is None else timeout_seconds)
+    if unsettled:
+        failures.record(f"{unsettled} record(s) still unacknowledged after {timeout_seconds} s")
+
+
+def _describe(error: Any) -> str:
+    """librdkafka's own wording of an error (KafkaError.str()), else the error as text."""
+    describe = getattr(error, "str", None)
+    return describe() if callable(describe) else str(error)

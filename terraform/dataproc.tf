@@ -31,6 +31,7 @@ locals {
   dataproc_pip_packages = join(" ", [
     "psycopg2-binary==2.9.13",
     "kafka-python==3.0.12",
+    "confluent-kafka==2.16.1",
     "google-cloud-secret-manager==2.32.0",
     "alembic==1.20.1",
     "sqlalchemy==2.1.9",

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import pytest
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
+from kafka.partitioner.default import murmur2
 
 from common.settings import REPO_ROOT, kafka_bootstrap_servers
 from simulator.generator import SimulatorConfig, generate_records
@@ -72,6 +73,12 @@ def consume_all(topic: str, expected_count: int) -> list[tuple[int, bytes, bytes
     return received
 
 
+def java_client_partition(key: bytes) -> int:
+    """The partition of `key` under the Java client's default partitioner (kafka-python's copy of
+    it), independent of the librdkafka producer under test."""
+    return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+
+
 def run_simulator(*flags: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
@@ -122,6 +129,10 @@ def test_cli_sends_exactly_the_generated_records_and_an_exact_summary(
         partitions_by_key[key].add(partition)
         values_by_key[key].append(value)
     assert all(len(partitions) == 1 for partitions in partitions_by_key.values())
+    # ... and the partition the Java client (and kafka-python) would choose: murmur2 of the key.
+    assert {key: partitions.pop() for key, partitions in partitions_by_key.items()} == {
+        key: java_client_partition(key) for key in partitions_by_key
+    }
     expected_by_key = defaultdict(list)
     for record in generated:
         expected_by_key[record.key].append(record.value)
@@ -139,16 +150,78 @@ def test_cli_sends_exactly_the_generated_records_and_an_exact_summary(
 
 
 def test_library_send_returns_the_totals_of_what_kafka_holds(fresh_topic):
-    from simulator.producer import ProducerSettings, create_producer, send
+    from simulator.producer import ProducerSettings, close_producer, create_producer, send
 
     config = SimulatorConfig(start=START_EPOCH, ticks=5, seed=4)
     producer = create_producer(ProducerSettings(kafka_bootstrap_servers()))
     try:
         summary = send(generate_records(config), producer, fresh_topic)
     finally:
-        producer.close()
+        close_producer(producer)
 
     received = consume_all(fresh_topic, 100)
     events = [json.loads(value) for _, _, value in received]
     assert len(events) == summary.events == 100
     assert summary.total_bytes == sum(event["bytes"] for event in events)
+
+
+class RefusalCounter:
+    """A real producer, counting how often its local queue was full."""
+
+    def __init__(self, producer) -> None:
+        self.producer = producer
+        self.refusals = 0
+
+    def produce(self, *args, **kwargs) -> None:
+        try:
+            self.producer.produce(*args, **kwargs)
+        except BufferError:
+            self.refusals += 1
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.producer, name)
+
+
+def test_a_full_local_queue_is_waited_out_without_losing_or_doubling_a_record(fresh_topic):
+    from simulator.producer import ProducerSettings, close_producer, create_producer, send
+
+    config = SimulatorConfig(start=START_EPOCH, ticks=100, seed=9)
+    # Room for 50 records only, and a long linger: the queue is full many times over.
+    settings = ProducerSettings(kafka_bootstrap_servers(), queue_max_messages=50, linger_ms=200)
+    producer = RefusalCounter(create_producer(settings))
+    try:
+        summary = send(generate_records(config), producer, fresh_topic)
+    finally:
+        close_producer(producer)
+
+    assert producer.refusals > 0
+    received = consume_all(fresh_topic, 2000)
+    assert sorted(value for _, _, value in received) == sorted(
+        record.value for record in generate_records(config)
+    )
+    assert summary.events == 2000
+
+
+def test_a_record_the_producer_refuses_is_a_delivery_error_after_the_ones_before_it_landed(
+    fresh_topic,
+):
+    from simulator.producer import (
+        DeliveryError,
+        ProducerSettings,
+        close_producer,
+        create_producer,
+        send,
+    )
+
+    good = list(generate_records(SimulatorConfig(start=START_EPOCH, ticks=1, seed=2)))
+    too_large = good[0]._replace(value=b"x" * 2_000_000)  # over librdkafka's message.max.bytes
+    producer = create_producer(ProducerSettings(kafka_bootstrap_servers()))
+    try:
+        with pytest.raises(DeliveryError, match="1 record.*too large"):
+            send([*good, too_large, good[1]], producer, fresh_topic)
+    finally:
+        close_producer(producer)
+    assert sorted(value for _, _, value in consume_all(fresh_topic, len(good))) == sorted(
+        record.value for record in good
+    )

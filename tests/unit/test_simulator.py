@@ -13,6 +13,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka import KafkaError
 
 from simulator import cli
 from simulator.generator import (
@@ -27,6 +28,7 @@ from simulator.generator import (
 )
 from simulator.parallel import SendJob, send_in_parallel, worker_rate, worker_records
 from simulator.producer import (
+    _RECORDS_PER_POLL,
     BrokerUnavailableError,
     DeliveryError,
     EventRatePacer,
@@ -80,33 +82,50 @@ def spec_violation(value: bytes) -> str | None:
     return None
 
 
-class FakeFuture:
-    def __init__(self, error: Exception | None = None) -> None:
-        self.error = error
-
-    def add_errback(self, errback) -> None:
-        if self.error is not None:
-            errback(self.error)
-
-
 class FakeProducer:
-    """Keeps what it was given; fails the deliveries whose number is in `failing`."""
+    """Keeps what it was given, and behaves as confluent_kafka.Producer does where `send()` relies
+    on it: the deliveries whose number is in `failing` fail, reported (with a real KafkaError)
+    only by the next poll() or flush(); with `queue_limit`, produce() raises BufferError once that
+    many records wait unacknowledged, until poll() makes room."""
 
-    def __init__(self, failing: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self, failing: frozenset[int] = frozenset(), queue_limit: int | None = None
+    ) -> None:
         self.sent: list[tuple[str, bytes, bytes]] = []
         self.failing = failing
+        self.queue_limit = queue_limit
+        self.full_queue_refusals = 0
         self.flushed = False
         self.closed = False
+        self._queued = 0
+        self._unreported_failures: list = []
 
-    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> FakeFuture:
-        number = len(self.sent)
+    def produce(self, topic, value=None, key=None, *, on_delivery=None) -> None:
+        if self.queue_limit is not None and self._queued >= self.queue_limit:
+            self.full_queue_refusals += 1
+            raise BufferError("Local: Queue full")
+        if len(self.sent) in self.failing:
+            self._unreported_failures.append(on_delivery)
         self.sent.append((topic, key, value))
-        return FakeFuture(RuntimeError("broker said no") if number in self.failing else None)
+        self._queued += 1
 
-    def flush(self, timeout: float | None = None) -> None:
+    def poll(self, timeout: float = -1) -> int:
+        reports = self._unreported_failures
+        self._unreported_failures = []
+        for on_delivery in reports:
+            on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT, "broker said no"), None)
+        self._queued = 0
+        return len(reports)
+
+    def flush(self, timeout: float = -1) -> int:
+        self.poll()
         self.flushed = True
+        return 0
 
-    def close(self, timeout: float | None = None) -> None:
+    def purge(self) -> None:
+        self._queued = 0
+
+    def close(self) -> None:
         self.closed = True
 
 
@@ -377,10 +396,36 @@ def test_send_hands_every_record_to_the_producer_in_order_and_flushes():
 
 def test_send_raises_when_a_delivery_fails():
     producer = FakeProducer(failing=frozenset({5}))
+    with pytest.raises(DeliveryError, match="1 record.*broker said no"):
+        send(generate_records(config(ticks=300)), producer, "devices")
+    # An unpaced run hears of failures at its next poll, every _RECORDS_PER_POLL records, and
+    # hands nothing over after that.
+    assert len(producer.sent) == _RECORDS_PER_POLL
+    assert producer.flushed
+
+
+def test_a_paced_send_stops_at_the_first_record_after_a_failure_is_reported():
+    producer = FakeProducer(failing=frozenset({5}))
+    pacer = EventRatePacer(1000, sleep=lambda seconds: None)
+    with pytest.raises(DeliveryError, match="broker said no"):
+        send(generate_records(config(ticks=3)), producer, "devices", pacer=pacer)
+    assert len(producer.sent) == 6
+
+
+def test_a_full_queue_is_waited_out_and_every_record_goes_out_once_in_order():
+    records = list(generate_records(config(ticks=10)))
+    producer = FakeProducer(queue_limit=7)
+    summary = send(records, producer, "devices")
+    assert producer.full_queue_refusals > 0
+    assert producer.sent == [("devices", record.key, record.value) for record in records]
+    assert summary.events == len(records)
+
+
+def test_a_failure_while_the_queue_is_full_ends_the_wait():
+    producer = FakeProducer(failing=frozenset({2}), queue_limit=4)
     with pytest.raises(DeliveryError, match="broker said no"):
         send(generate_records(config(ticks=3)), producer, "devices")
-    assert len(producer.sent) == 6  # nothing handed over after the failure became known
-    assert producer.flushed
+    assert len(producer.sent) == 4
 
 
 def test_send_stops_when_asked():
