@@ -39,15 +39,16 @@ _SLEEP_SLICE_SECONDS = 0.2
 # pace.
 _MIN_SLEEP_SECONDS = 0.002
 # An unpaced run serves librdkafka's delivery reports once per this many records: poll() is
-# cheap, but not free at 100,000 records a second. Only failures are reported at all
-# (delivery.report.only.error), so there is little to serve.
+# cheap, but not free at 100,000 records a second. Every report waits in the local queue until
+# it is served (and holds a place there), but only failures call back into Python
+# (delivery.report.only.error).
 _RECORDS_PER_POLL = 1024
 # While librdkafka's local queue is full, wait this long for acknowledgements to make room.
 _FULL_QUEUE_WAIT_SECONDS = 0.05
 
-# librdkafka's own log lines (connection refused, broker down) go through Python logging rather
-# than straight to stderr, so a command's one-line error stays one line; configure logging to
-# see them.
+# librdkafka's own log lines (connection refused, broker down) go through Python logging, served
+# by poll() and flush(), rather than straight to stderr, so a command's one-line error stays one
+# line; configure logging to see them.
 _librdkafka_log = logging.getLogger("simulator.librdkafka")
 _librdkafka_log.addHandler(logging.NullHandler())
 
@@ -97,6 +98,9 @@ class ProducerSettings:
             "bootstrap.servers": ",".join(self.server_list()),
             "client.id": "simulator",
             "acks": "all",
+            # Retries after a lost acknowledgement neither double a record nor reorder a
+            # partition (kafka-python's default too; librdkafka's is off).
+            "enable.idempotence": True,
             # murmur2 of the key, as the Java client and kafka-python partition: a device's
             # records land on the same partition whichever client sent them.
             "partitioner": "murmur2_random",
@@ -104,8 +108,8 @@ class ProducerSettings:
             "batch.size": self.batch_size,
             "queue.buffering.max.messages": self.queue_max_messages,
             "message.timeout.ms": int(self.delivery_timeout_seconds * 1000),
-            # Successes need no callback: send() counts a record when it hands it over and
-            # flush() waits for every acknowledgement, so only failures are news.
+            # Successes need no Python callback: send() counts a record when it hands it over
+            # and flush() waits for every acknowledgement, so only failures are news.
             "delivery.report.only.error": True,
             "logger": _librdkafka_log,
         }
@@ -131,8 +135,10 @@ def close_producer(producer: Any, timeout_seconds: float = 5.0) -> None:
     """Release the producer's threads and sockets. After a successful send() nothing is left to
     deliver; after a failed one, what is still queued is dropped: the run has already failed."""
     producer.purge()
-    producer.flush(timeout_seconds)
-    producer.close()
+    # close() flushes without a timeout and cannot be interrupted: only call it on an empty
+    # queue, else leave the producer to the garbage collector.
+    if producer.flush(timeout_seconds) == 0:
+        producer.close()
 
 
 class StopFlag:
@@ -227,8 +233,8 @@ class _FailedDeliveries:
         self.count = 0
         self.first: Any = None  # a KafkaError, or a message of our own
 
-    def record(self, error: Any) -> None:
-        self.count += 1
+    def record(self, error: Any, count: int = 1) -> None:
+        self.count += count
         if self.first is None:
             self.first = error
 
@@ -264,9 +270,9 @@ def send(
     for record_number, record in enumerate(records):
         if pacer is not None:
             pacer.wait_for(record_number, record)
-            poll(0)  # a paced run has the time to hear of a failure at once
+            _serve_reports(poll, 0, failures)  # a paced run has the time to hear of a failure
         elif record_number % _RECORDS_PER_POLL == 0:
-            poll(0)
+            _serve_reports(poll, 0, failures)
         # Stop handing over records once one failed: the run can't produce an exact summary anymore.
         if stop.requested or failures.first is not None:
             break
@@ -306,7 +312,7 @@ def _hand_over(
             # The local queue is full: serve acknowledgements until there is room. A broker
             # that stays away fails the queued records after the delivery timeout, which ends
             # this wait through `failures`.
-            producer.poll(_FULL_QUEUE_WAIT_SECONDS)
+            _serve_reports(producer.poll, _FULL_QUEUE_WAIT_SECONDS, failures)
             if failures.first is not None or stop.requested:
                 return False
         except KafkaException as error:  # e.g. a record larger than the broker accepts
@@ -314,14 +320,31 @@ def _hand_over(
             return False
 
 
+def _serve_reports(
+    serve: Callable[[float], int], timeout_seconds: float, failures: _FailedDeliveries
+) -> int:
+    """poll() or flush(): deliver the failure reports into `failures`, and return what `serve`
+    returns. A fatal error of the client itself (raised by librdkafka's error callback) is a
+    failure too."""
+    try:
+        return serve(timeout_seconds)
+    except KafkaException as error:
+        failures.record(error.args[0] if error.args else error)
+        return 0
+
+
 def _flush(
     producer: ProducerLike, timeout_seconds: float | None, failures: _FailedDeliveries
 ) -> None:
     # librdkafka's flush() without a timeout waits until every record is acknowledged or has
     # failed after the delivery timeout; either way its report arrives through `failures`.
-    unsettled = producer.flush(-1 if timeout_seconds is None else timeout_seconds)
+    unsettled = _serve_reports(
+        producer.flush, -1 if timeout_seconds is None else timeout_seconds, failures
+    )
     if unsettled:
-        failures.record(f"{unsettled} record(s) still unacknowledged after {timeout_seconds} s")
+        failures.record(
+            f"{unsettled} record(s) still unacknowledged after {timeout_seconds} s", unsettled
+        )
 
 
 def _describe(error: Any) -> str:

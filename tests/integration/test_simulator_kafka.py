@@ -203,7 +203,7 @@ def test_a_full_local_queue_is_waited_out_without_losing_or_doubling_a_record(fr
     assert summary.events == 2000
 
 
-def test_a_record_the_producer_refuses_is_a_delivery_error_after_the_ones_before_it_landed(
+def test_a_record_over_the_message_size_limit_is_a_delivery_error_after_the_ones_before_landed(
     fresh_topic,
 ):
     from simulator.producer import (

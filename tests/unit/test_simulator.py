@@ -13,7 +13,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from simulator import cli
 from simulator.generator import (
@@ -35,6 +35,7 @@ from simulator.producer import (
     ProducerSettings,
     StopFlag,
     TickPacer,
+    close_producer,
     send,
 )
 from simulator.summary import TrafficSummary
@@ -89,11 +90,17 @@ class FakeProducer:
     many records wait unacknowledged, until poll() makes room."""
 
     def __init__(
-        self, failing: frozenset[int] = frozenset(), queue_limit: int | None = None
+        self,
+        failing: frozenset[int] = frozenset(),
+        queue_limit: int | None = None,
+        unsettled_after_flush: int = 0,
+        fatal_error: KafkaError | None = None,
     ) -> None:
         self.sent: list[tuple[str, bytes, bytes]] = []
         self.failing = failing
         self.queue_limit = queue_limit
+        self.unsettled_after_flush = unsettled_after_flush
+        self.fatal_error = fatal_error
         self.full_queue_refusals = 0
         self.flushed = False
         self.closed = False
@@ -110,6 +117,8 @@ class FakeProducer:
         self._queued += 1
 
     def poll(self, timeout: float = -1) -> int:
+        if self.fatal_error is not None:
+            raise KafkaException(self.fatal_error)
         reports = self._unreported_failures
         self._unreported_failures = []
         for on_delivery in reports:
@@ -120,7 +129,7 @@ class FakeProducer:
     def flush(self, timeout: float = -1) -> int:
         self.poll()
         self.flushed = True
-        return 0
+        return self.unsettled_after_flush
 
     def purge(self) -> None:
         self._queued = 0
@@ -419,6 +428,29 @@ def test_a_full_queue_is_waited_out_and_every_record_goes_out_once_in_order():
     assert producer.full_queue_refusals > 0
     assert producer.sent == [("devices", record.key, record.value) for record in records]
     assert summary.events == len(records)
+
+
+def test_records_unacknowledged_when_the_flush_times_out_fail_the_run():
+    producer = FakeProducer(unsettled_after_flush=3)
+    with pytest.raises(DeliveryError, match="^3 record.*unacknowledged after 1.5 s"):
+        send(generate_records(config(ticks=1)), producer, "devices", flush_timeout_seconds=1.5)
+
+
+def test_a_fatal_error_of_the_client_is_a_delivery_error_not_a_crash():
+    producer = FakeProducer(fatal_error=KafkaError(KafkaError._FATAL, "producer fenced"))
+    with pytest.raises(DeliveryError, match="producer fenced"):
+        send(generate_records(config(ticks=1)), producer, "devices")
+    assert producer.sent == []
+
+
+def test_the_producer_settings_are_valid_librdkafka_settings_for_exact_sending():
+    settings = ProducerSettings("127.0.0.1:1, 127.0.0.1:2")
+    config = settings.librdkafka_config()
+    assert config["bootstrap.servers"] == "127.0.0.1:1,127.0.0.1:2"
+    assert config["acks"] == "all" and config["enable.idempotence"] is True
+    # librdkafka itself refuses unknown or ill-typed settings; it connects only in the background.
+    producer = Producer(config)
+    close_producer(producer)
 
 
 def test_a_failure_while_the_queue_is_full_ends_the_wait():
