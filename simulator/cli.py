@@ -13,11 +13,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import FrameType
 
-from confluent_kafka import KafkaException
 from tqdm import tqdm
 
 from common.cli_types import (
@@ -34,7 +33,6 @@ from simulator.producer import (
     DEFAULT_CONNECT_TIMEOUT_SECONDS,
     BrokerUnavailableError,
     DeliveryError,
-    ProducerLike,
     ProducerSettings,
     StopFlag,
     choose_pacer,
@@ -275,13 +273,6 @@ def _stop_once(stop: StopFlag, signum: int) -> Callable[[int, FrameType | None],
     return handler
 
 
-def _close_quietly(producer: ProducerLike) -> None:
-    # Every record is settled by now (send() flushed); a failing close must not hide the real
-    # outcome.
-    with suppress(KafkaException):
-        close_producer(producer)
-
-
 def _error(message: str) -> None:
     one_line = " ".join(message.split())  # broker errors may span lines; scripts read one
     print(f"{PROG}: error: {one_line}", file=sys.stderr)
@@ -351,7 +342,7 @@ def _send(args: argparse.Namespace, stop: StopFlag, progress: tqdm) -> TrafficSu
             on_sent=None if progress.disable else (lambda record: progress.update()),
         )
     finally:
-        _close_quietly(producer)
+        close_producer(producer)
 
 
 def _report(summary: TrafficSummary, args: argparse.Namespace, elapsed_seconds: float) -> None:

@@ -11,7 +11,6 @@ always lands on the same partition, so its order in Kafka is kept too).
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import queue
 import signal
@@ -19,8 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
 from typing import Any
-
-from confluent_kafka import KafkaException
 
 from simulator.generator import Record, SimulatorConfig, device_ids, generate_records
 from simulator.producer import (
@@ -204,8 +201,7 @@ def _worker_main(
         results.put((worker_index, _DELIVERY_FAILED, str(error)))
     finally:
         progress.publish()
-        with contextlib.suppress(KafkaException):
-            close_producer(producer)
+        close_producer(producer)
 
 
 class _ProgressPublisher:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -133,12 +134,15 @@ def create_producer(settings: ProducerSettings) -> Producer:
 
 def close_producer(producer: Any, timeout_seconds: float = 5.0) -> None:
     """Release the producer's threads and sockets. After a successful send() nothing is left to
-    deliver; after a failed one, what is still queued is dropped: the run has already failed."""
-    producer.purge()
-    # close() flushes without a timeout and cannot be interrupted: only call it on an empty
-    # queue, else leave the producer to the garbage collector.
-    if producer.flush(timeout_seconds) == 0:
-        producer.close()
+    deliver; after a failed one, what is still queued is dropped: the run has already failed.
+    Called in `finally`, it raises nothing of the client's: a failing close must not hide the
+    run's real outcome."""
+    with suppress(KafkaException):
+        producer.purge()
+        # close() flushes without a timeout and cannot be interrupted: only call it on an empty
+        # queue, else leave the producer to the garbage collector.
+        if producer.flush(timeout_seconds) == 0:
+            producer.close()
 
 
 class StopFlag:
@@ -315,8 +319,8 @@ def _hand_over(
             _serve_reports(producer.poll, _FULL_QUEUE_WAIT_SECONDS, failures)
             if failures.first is not None or stop.requested:
                 return False
-        except KafkaException as error:  # e.g. a record larger than the broker accepts
-            failures.record(error.args[0] if error.args else error)
+        except KafkaException as error:  # e.g. over librdkafka's own message.max.bytes check
+            failures.record(_kafka_error(error))
             return False
 
 
@@ -329,8 +333,13 @@ def _serve_reports(
     try:
         return serve(timeout_seconds)
     except KafkaException as error:
-        failures.record(error.args[0] if error.args else error)
+        failures.record(_kafka_error(error))
         return 0
+
+
+def _kafka_error(exception: KafkaException) -> object:
+    """The KafkaError a KafkaException carries (its first argument), for the failure report."""
+    return exception.args[0] if exception.args else exception
 
 
 def _flush(

@@ -443,6 +443,19 @@ def test_a_fatal_error_of_the_client_is_a_delivery_error_not_a_crash():
     assert producer.sent == []
 
 
+def test_closing_after_a_fatal_error_raises_nothing_and_leaves_the_queue_unclosed():
+    # close() would block on what is still queued: after the client's fatal error, leave it.
+    producer = FakeProducer(fatal_error=KafkaError(KafkaError._FATAL, "producer fenced"))
+    close_producer(producer)
+    assert not producer.closed
+
+
+def test_closing_an_empty_producer_closes_it():
+    producer = FakeProducer()
+    close_producer(producer)
+    assert producer.closed
+
+
 def test_the_producer_settings_are_valid_librdkafka_settings_for_exact_sending():
     settings = ProducerSettings("127.0.0.1:1, 127.0.0.1:2")
     config = settings.librdkafka_config()
