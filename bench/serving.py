@@ -6,8 +6,10 @@ antennas, the 20 reference users and 5 apps, and every hour but the last few clo
 layer, plus one event at 1970-01-01 and one in year 9999 (bench/serving_sql/far_event_times.sql),
 which no view may answer by enumerating the empty hours between. Then each query a dashboard chart
 sends (bench/serving_sql/dashboard/*.sql, as Superset renders them:
-`/api/v1/chart/{id}/data/?type=query`) runs for the dashboard's time range (the last 7 days) and
-for the whole year, several times, under `EXPLAIN (ANALYZE, BUFFERS, TIMING OFF)`: the median of
+`/api/v1/chart/{id}/data/?type=query`, which tests/e2e checks) runs for the dashboard's time range
+(the last 7 days, the time series by the hour) and for the whole year (by the day, the grain the
+dashboard's Time grain filter is set to for long ranges; by the hour too, outside the goal),
+several times, under `EXPLAIN (ANALYZE, BUFFERS, TIMING OFF)`: the median of
 planning + execution time is reported (with per-node timing, EXPLAIN's own clock reads add tens
 of milliseconds to a 50,000-row plan; that figure is kept beside it, with the plan's scans, as is
 the time to fetch every row through the driver). Last, the same with the indexes of V004
@@ -57,6 +59,8 @@ DASHBOARD_QUERIES = SQL_DIR / "dashboard"
 INDEXES_SQL = REPO_ROOT / "sql" / "migrations" / "V004__serving_indexes.sql"
 RESULTS = REPO_ROOT / "bench" / "results" / "serving.json"
 GOAL_MS = 100.0
+# A year at the hourly grain: measured for reference, outside the goal (time_ranges).
+HOURLY_YEAR = "whole_year_at_the_hour"
 DASHBOARD_RANGE = timedelta(days=7)
 ANTENNAS = 5
 SPEED_TABLES = ("bytes_agg_antenna", "bytes_agg_user", "bytes_agg_app")
@@ -289,23 +293,33 @@ def restore_serving_indexes(dsn: str) -> None:
 
 def time_ranges(now: datetime) -> dict[str, dict]:
     """Bounds as the charts send them: from 7 days (or a year) ago to an hour from now, as text
-    for TO_TIMESTAMP, the way Superset renders a time range for PostgreSQL."""
+    for TO_TIMESTAMP, the way Superset renders a time range for PostgreSQL; and the time grain
+    of the time series, as Superset renders it in DATE_TRUNC.
+
+    Over 7 days the charts keep their own grain, the hour. Widened to a year, the dashboard's
+    Time grain filter is set to the day (README, "Dashboards"): at the hour a year is 43,800
+    points per chart, past its row limit of 10,000, so the chart would drop three quarters of
+    them. The year at the hour is measured beside it, outside the goal, as the reason."""
     end = now + timedelta(hours=1)
+    year_ago = now - timedelta(days=366)
 
     def text(moment: datetime) -> str:
         return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
 
     return {
-        "last_7_days": {"start": text(now - DASHBOARD_RANGE), "end": text(end)},
-        "whole_year": {"start": text(now - timedelta(days=366)), "end": text(end)},
+        "last_7_days": {"start": text(now - DASHBOARD_RANGE), "end": text(end), "grain": "hour"},
+        "whole_year": {"start": text(year_ago), "end": text(end), "grain": "day"},
+        HOURLY_YEAR: {"start": text(year_ago), "end": text(end), "grain": "hour"},
     }
 
 
 def goal(figures: dict) -> dict:
-    """Under GOAL_MS per query, over the dashboard's range and over the year alike."""
+    """Under GOAL_MS per query, over the dashboard's range and over the year alike (at the grain
+    a year is read at)."""
     worst = {
         range_name: max(per_query.values(), key=lambda f: f["median_ms"])["median_ms"]
         for range_name, per_query in figures.items()
+        if range_name != HOURLY_YEAR
     }
     return {
         "ranges": list(worst),
@@ -336,7 +350,7 @@ def print_figures(title: str, figures: dict) -> None:
     for range_name, per_query in figures.items():
         for name, result in per_query.items():
             print(
-                f"  {range_name:12} {name:22} median {result['median_ms']:9.2f} ms  "
+                f"  {range_name:22} {name:22} median {result['median_ms']:9.2f} ms  "
                 f"(with fetching the rows {result['median_wall_ms']:.2f} ms; timed EXPLAIN "
                 f"{result['timed_explain_ms']:.2f} ms; {result['rows']} rows)"
             )
@@ -384,7 +398,11 @@ def main(argv=None) -> None:
     with year_database(args) as dsn:
         data, lifecycle = prepare_year(dsn, args)
         ranges = time_ranges(datetime.now(UTC))
+        hourly_year = {HOURLY_YEAR: ranges.pop(HOURLY_YEAR)}
         indexed = measure(dsn, queries, ranges, args.runs)
+        # Only the time series have a grain: the others would repeat the year's figures.
+        time_series = {name: query for name, query in queries.items() if "%(grain)s" in query}
+        indexed |= measure(dsn, time_series, hourly_year, args.runs)
         print_figures("with the serving indexes (V004)", indexed)
         without = None
         if not args.no_comparison:

@@ -7,7 +7,10 @@ Pipeline health dashboard."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
+from datetime import UTC, datetime, time
 
 import psycopg2
 import pytest
@@ -216,3 +219,84 @@ def test_the_pipeline_health_dashboard_renders_every_chart_with_data(
     assert {row["state"] for row in hours} == states
     # Newest first, as an operator reads it.
     assert [row["date"] for row in hours] == sorted((row["date"] for row in hours), reverse=True)
+
+
+# What the dashboard's two native filters send when set to a year by the day, as the
+# `extraFormData` of Superset's filter_time and filter_timegrain plugins.
+YEAR = 'DATEADD(DATETIME("now"), -366, day) : DATEADD(DATETIME("now"), 1, hour)'
+DAY = "P1D"
+BENCH_QUERIES = REPO_ROOT / "bench" / "serving_sql" / "dashboard"
+BENCHMARKED = {
+    "Traffic by answering layer": "traffic_per_layer.sql",
+    "Traffic per antenna": "traffic_per_antenna.sql",
+    "Top users": "top_users.sql",
+    "Share per app": "share_per_app.sql",
+    "Users over quota": "users_over_quota.sql",
+    "Speed-versus-batch drift": "speed_drift.sql",
+}
+TIME_SERIES = {"Traffic by answering layer", "Traffic per antenna", "Speed-versus-batch drift"}
+# The chart's SQL less its bound values: the time range's bounds as rendered by Superset, and the
+# placeholders of the benchmark's copy (bench/serving.py binds the grain, 'day', and the bounds).
+BOUND_VALUES = re.compile(r"TO_TIMESTAMP\('[^']*'|TO_TIMESTAMP\(%\(\w+\)s|%\(grain\)s|'day'")
+
+
+def widened_to_a_year_by_the_day(query_context: dict) -> dict:
+    """The chart's own query context with the dashboard's Time range and Time grain applied."""
+    (query,) = query_context["queries"]
+    for time_filter in query["filters"]:
+        if time_filter["op"] == "TEMPORAL_RANGE":
+            time_filter["val"] = YEAR
+    query["extras"]["time_grain_sqla"] = DAY
+    for column in query["columns"]:
+        if isinstance(column, dict) and column.get("columnType") == "BASE_AXIS":
+            column["timeGrain"] = DAY
+    query_context["form_data"] = {"time_range": YEAR, "time_grain_sqla": DAY}
+    return query_context
+
+
+def chart_data(api, superset_url: str, query_context: dict, result_type: str) -> dict:
+    response = api.post(
+        f"{superset_url}/api/v1/chart/data",
+        json={**query_context, "result_type": result_type, "force": True},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text[:2000]
+    (result,) = response.json()["result"]
+    assert not result.get("error"), result["error"]
+    return result
+
+
+def comparable(sql: str) -> str:
+    """SQL without comments, bound values, quotes of identifiers, case and layout."""
+    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return " ".join(BOUND_VALUES.sub("?", sql).replace('"', "").rstrip(";\n ").lower().split())
+
+
+def test_the_dashboard_widened_to_a_year_by_the_day_draws_every_day_with_the_benchmarked_sql(
+    logged_in_browser, api, superset_url
+):
+    # The filter bar offers both filters.
+    open_dashboard_and_wait_for_charts(logged_in_browser, superset_url, DASHBOARD_SLUG, len(CHARTS))
+    page = logged_in_browser.find_element(By.TAG_NAME, "body").text
+    assert "Time range" in page and "Time grain" in page
+
+    ids = chart_ids(api, superset_url, DASHBOARD_SLUG)
+    for name, bench_file in BENCHMARKED.items():
+        chart = api.get(f"{superset_url}/api/v1/chart/{ids[name]}", timeout=30).json()["result"]
+        # The import set the saved query context's datasource to the chart's dataset.
+        query_context = widened_to_a_year_by_the_day(json.loads(chart["query_context"]))
+
+        # The SQL the serving benchmark times for a year is the SQL this chart sends.
+        sent = chart_data(api, superset_url, query_context, "query")["query"]
+        assert comparable(sent) == comparable((BENCH_QUERIES / bench_file).read_text()), sent
+        if name not in TIME_SERIES:
+            continue
+        assert "DATE_TRUNC('day', date)" in sent, sent
+
+        # By the day, every point is drawn: each at a UTC midnight, none cut by the row limit.
+        rows = chart_data(api, superset_url, query_context, "full")["data"]
+        assert rows, name
+        assert len(rows) < query_context["queries"][0]["row_limit"]
+        assert {datetime.fromtimestamp(row["date"] / 1000, UTC).time() for row in rows} == {
+            time(0, 0)
+        }, name

@@ -1,7 +1,7 @@
--- Chart "Traffic per antenna": bytes per antenna and hour over the dashboard's time range.
-SELECT DATE_TRUNC('hour', date) AS date, antenna_id, sum(sum_antenna_bytes) AS bytes
+-- Chart "Traffic per antenna": bytes per antenna and hour (or the time grain) over the time range.
+SELECT DATE_TRUNC(%(grain)s, date) AS date, antenna_id AS antenna_id, sum(sum_antenna_bytes) AS bytes
 FROM public.serving_antenna_hourly
 WHERE date >= TO_TIMESTAMP(%(start)s, 'YYYY-MM-DD HH24:MI:SS.US') AND date < TO_TIMESTAMP(%(end)s, 'YYYY-MM-DD HH24:MI:SS.US')
-GROUP BY DATE_TRUNC('hour', date), antenna_id
+GROUP BY DATE_TRUNC(%(grain)s, date), antenna_id
 ORDER BY bytes DESC
 LIMIT 10000;
