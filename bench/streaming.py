@@ -14,7 +14,8 @@
    last event is one event-to-PostgreSQL latency sample.
 
     python -m bench.streaming [--events 500000] [--runs 3] [--latency-seconds 60]
-                              [--master local[2]] [--no-latency]
+                              [--latency-runs 3] [--master local[2]]
+                              [--no-latency | --no-throughput]
 
 Figures go to bench/results/streaming.json. Needs `make up`.
 """
@@ -73,17 +74,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--trigger-seconds",
         type=float,
-        default=1.0,
-        help="micro-batch interval in the latency test",
+        default=0.5,
+        help="micro-batch interval in the latency test (default 0.5: the job's own default, 2 s, "
+        "trades latency for fewer raw files per hour)",
     )
     parser.add_argument(
         "--master",
         default="local[*]",
         help="Spark master of the throughput runs (local[N]: N cores)",
     )
-    parser.add_argument("--no-latency", action="store_true", help="measure the throughput only")
+    parser.add_argument(
+        "--latency-runs",
+        type=int,
+        default=3,
+        help="runs of the latency test, each with a new job (the median p95 is the figure)",
+    )
+    measured = parser.add_mutually_exclusive_group()
+    measured.add_argument("--no-latency", action="store_true", help="measure the throughput only")
+    measured.add_argument("--no-throughput", action="store_true", help="measure the latency only")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.latency_runs < 1:
+        parser.error("need --latency-runs >= 1")
+    return args
 
 
 def load_events(topic: str, count: int) -> dict:
@@ -349,6 +362,16 @@ def latency(args: argparse.Namespace) -> dict:
         "p50_seconds": round(statistics.median(samples), 3),
         "p95_seconds": round(samples[int(0.95 * (len(samples) - 1))], 3),
         "max_seconds": round(samples[-1], 3),
+    }
+
+
+def latency_runs(args: argparse.Namespace) -> dict:
+    """`--latency-runs` runs of the latency test; the figure is the median of their p95s."""
+    runs = [latency(args) for _ in range(args.latency_runs)]
+    return {
+        "runs": runs,
+        "median_p50_seconds": round(statistics.median(run["p50_seconds"] for run in runs), 3),
+        "median_p95_seconds": round(statistics.median(run["p95_seconds"] for run in runs), 3),
         "goal_p95_seconds": 1.5,
     }
 
@@ -387,13 +410,14 @@ def main(argv=None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    results = {
+    results: dict = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "throughput": throughput(args),
     }
+    if not args.no_throughput:
+        results["throughput"] = throughput(args)
     if not args.no_latency:
-        results["latency"] = latency(args)
+        results["latency"] = latency_runs(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -359,6 +361,7 @@ class SpeedLayerBatch:
         self._query_id: str | None = None
         self._first_batch_of_run = True
         self._query_started = threading.Event()
+        self._raw_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-writer")
 
     def new_run(self) -> None:
         """Before each start of the query: its first batch may replay one from before a crash."""
@@ -431,15 +434,23 @@ class SpeedLayerBatch:
             event_hour_of_epoch(row.start - row.start % SECONDS_PER_HOUR) for row in refused_rows
         }
         for _ in range(MAX_REFUSAL_ROUNDS + 1):
-            with timings.step("read+aggregate"):
+            # With no earlier files to remove first (a round after a refusal has some), the raw
+            # write runs beside the aggregation: two Spark jobs at once, each one's fixed cost
+            # (planning, scheduling) overlapping the other's tasks.
+            raw_write = None if written_hours else self._start_raw_write(records, batch_id)
+            with timings.step("read+aggregate"), waited_for_on_failure(raw_write):
                 # This first job also fills the cache that the writes below read from.
                 totals = micro_batch_totals(records, self.window)
             hours = event_hours(totals)
             with timings.step("raw"):
-                # A round after a refusal first removes the files of hours it no longer writes.
-                self._delete_raw(written_hours - hours, batch_id)
-                if totals.valid_events:
-                    self._write_raw(valid_events(records), batch_id)
+                if raw_write is not None:
+                    raw_write.result()  # what the write takes beyond the aggregation
+                else:
+                    # A round after a refusal first removes the files of hours it no longer
+                    # writes.
+                    self._delete_raw(written_hours - hours, batch_id)
+                    if totals.valid_events:
+                        self._write_raw(valid_events(records), batch_id)
             written_hours = hours
             if totals.quarantined_events:
                 with timings.step("quarantine"):
@@ -509,6 +520,11 @@ class SpeedLayerBatch:
                     "writing"
                 )
 
+    def _start_raw_write(self, records: DataFrame, batch_id: int) -> Future:
+        """The raw write of `records`' valid events, on the raw writer's thread. A batch without
+        valid events writes no file (only partitions that have rows are written)."""
+        return self._raw_writer.submit(self._write_raw, valid_events(records), batch_id)
+
     def _write_raw(self, events: DataFrame, batch_id: int) -> None:
         # One writer task, so each micro-batch leaves one file per event hour for the batch layer.
         (
@@ -534,6 +550,18 @@ class SpeedLayerBatch:
             .partitionBy("batch_id")
             .parquet(self.layout.quarantine)
         )
+
+
+@contextmanager
+def waited_for_on_failure(running: Future | None):
+    """If the body fails, wait for `running` to end before the failure goes on: a replay of the
+    batch must not meet this attempt's raw write still writing the same files."""
+    try:
+        yield
+    except BaseException:
+        if running is not None:
+            futures_wait([running])
+        raise
 
 
 def batch_offsets(spark: SparkSession, checkpoint: str, batch_id: int) -> str:

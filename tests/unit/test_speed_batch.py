@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -17,6 +19,7 @@ from spark_jobs.streaming import (
     SPEED_TABLES,
     micro_batch_totals,
     refused_conditions,
+    waited_for_on_failure,
     window_seconds,
     without_py4j_connection_tracebacks,
 )
@@ -368,3 +371,27 @@ def test_py4j_connection_tracebacks_are_dropped_and_nothing_else():
     assert without_py4j_connection_tracebacks(
         record("spark_jobs.lease", "/repo/spark_jobs/lease.py")
     )
+
+
+def test_a_failing_step_waits_for_the_raw_write_beside_it_before_failing():
+    # A replay of the batch must not meet the failed attempt's raw write still writing.
+    release = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        raw_write = writer.submit(release.wait, 5)
+        threading.Timer(0.2, release.set).start()
+        with (
+            pytest.raises(RuntimeError, match="aggregation failed"),
+            waited_for_on_failure(raw_write),
+        ):
+            raise RuntimeError("aggregation failed")
+        assert raw_write.done()
+
+
+def test_a_step_that_succeeds_leaves_the_raw_write_running():
+    release = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        raw_write = writer.submit(release.wait, 5)
+        with waited_for_on_failure(raw_write):
+            pass
+        assert not raw_write.done()
+        release.set()

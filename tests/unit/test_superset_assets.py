@@ -67,6 +67,15 @@ def test_every_reference_resolves(assets):
 
     assert {c["database_uuid"] for c in datasets.values()} <= database_uuids
     assert {c["dataset_uuid"] for c in charts.values()} <= dataset_uuids
+    # A native filter's dataset: the import resolves it, or fails the whole import.
+    filter_targets = {
+        target["datasetUuid"]
+        for dashboard in dashboards
+        for native_filter in dashboard["metadata"]["native_filter_configuration"]
+        for target in native_filter["targets"]
+        if "datasetUuid" in target
+    }
+    assert filter_targets <= dataset_uuids
     # Every chart is on exactly one dashboard: none is orphaned, none placed twice.
     assert sorted(placed) == sorted(chart_uuids)
     assert len(chart_uuids) == len(charts)
