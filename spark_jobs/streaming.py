@@ -218,7 +218,8 @@ def micro_batch_totals(records: DataFrame, window: str) -> postgres.SpeedBatchTo
     records that go to the quarantine by reason, and the newest valid event's time. Lists are
     sorted, so equal batches give equal results.
 
-    One Spark job; when the caller has persisted `records`, it is the job that fills the cache.
+    One Spark job; when the caller has persisted `records`, it fills the cache (or a job beside it
+    does).
     """
     rows = window_totals_and_quarantined(records, window).collect()
     windows = [row["window_total"] for row in rows if row["window_total"] is not None]
@@ -439,7 +440,7 @@ class SpeedLayerBatch:
             # (planning, scheduling) overlapping the other's tasks.
             raw_write = None if written_hours else self._start_raw_write(records, batch_id)
             with timings.step("read+aggregate"), waited_for_on_failure(raw_write):
-                # This first job also fills the cache that the writes below read from.
+                # This job or the raw write beside it fills the cache the quarantine reads.
                 totals = micro_batch_totals(records, self.window)
             hours = event_hours(totals)
             with timings.step("raw"):
