@@ -439,19 +439,20 @@ class SpeedLayerBatch:
             # write runs beside the aggregation: two Spark jobs at once, each one's fixed cost
             # (planning, scheduling) overlapping the other's tasks.
             raw_write = None if written_hours else self._start_raw_write(records, batch_id)
-            with timings.step("read+aggregate"), waited_for_on_failure(raw_write):
-                # This job or the raw write beside it fills the cache the quarantine reads.
-                totals = micro_batch_totals(records, self.window)
-            hours = event_hours(totals)
-            with timings.step("raw"):
-                if raw_write is not None:
-                    raw_write.result()  # what the write takes beyond the aggregation
-                else:
-                    # A round after a refusal first removes the files of hours it no longer
-                    # writes.
-                    self._delete_raw(written_hours - hours, batch_id)
-                    if totals.valid_events:
-                        self._write_raw(valid_events(records), batch_id)
+            with waited_for_on_failure(raw_write):
+                with timings.step("read+aggregate"):
+                    # This job or the raw write beside it fills the cache the quarantine reads.
+                    totals = micro_batch_totals(records, self.window)
+                hours = event_hours(totals)
+                with timings.step("raw"):
+                    if raw_write is not None:
+                        raw_write.result()  # what the write takes beyond the aggregation
+                    else:
+                        # A round after a refusal first removes the files of hours it no longer
+                        # writes.
+                        self._delete_raw(written_hours - hours, batch_id)
+                        if totals.valid_events:
+                            self._write_raw(valid_events(records), batch_id)
             written_hours = hours
             if totals.quarantined_events:
                 with timings.step("quarantine"):

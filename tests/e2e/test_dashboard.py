@@ -135,10 +135,15 @@ def chart_rows(api: requests.Session, superset_url: str, chart_id: int) -> list[
     response = api.get(
         f"{superset_url}/api/v1/chart/{chart_id}/data/", params={"force": "true"}, timeout=60
     )
+    return only_result(response)["data"]
+
+
+def only_result(response: requests.Response) -> dict:
+    """The one query result of a chart data response, which must hold no error."""
     assert response.status_code == 200, response.text[:2000]
     (result,) = response.json()["result"]
     assert not result.get("error"), result["error"]
-    return result["data"]
+    return result
 
 
 def screenshot_and_rows_of(
@@ -260,10 +265,7 @@ def chart_data(api, superset_url: str, query_context: dict, result_type: str) ->
         json={**query_context, "result_type": result_type, "force": True},
         timeout=60,
     )
-    assert response.status_code == 200, response.text[:2000]
-    (result,) = response.json()["result"]
-    assert not result.get("error"), result["error"]
-    return result
+    return only_result(response)
 
 
 def comparable(sql: str) -> str:
